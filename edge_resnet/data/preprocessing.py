@@ -1,0 +1,70 @@
+"""The preprocessing spec: how an image becomes the network's input tensor.
+
+It is data, saved in every checkpoint and manifest, so training, evaluation, export and the
+torch-free runtime all apply exactly the same transform: decode to RGB, resize the shorter
+side to ``resize`` (PIL, antialiased), center-crop ``input_size``, scale to [0, 1], subtract
+``mean`` and divide by ``std`` per channel, lay out as NCHW.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from edge_resnet.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    # side of the square the network sees (after the center crop)
+    input_size: int
+    # the shorter image side is resized to this before cropping (== input_size: no crop margin)
+    resize: int
+    # per-channel statistics, in channel_order, applied to pixels scaled to [0, 1]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    # PIL resampling filter used by the resize
+    interpolation: str = "bilinear"
+    # order of the three input channels the network expects
+    channel_order: str = "RGB"
+    # memory layout of the input tensor
+    layout: str = "NCHW"
+
+    def __post_init__(self) -> None:
+        if self.input_size < 1 or self.resize < self.input_size:
+            raise ConfigError(
+                f"preprocessing needs 1 <= input_size <= resize, got input_size={self.input_size} "
+                f"resize={self.resize}"
+            )
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"interpolation {self.interpolation!r} is not one of {INTERPOLATIONS}")
+        if self.channel_order not in ("RGB", "BGR") or self.layout not in ("NCHW", "NHWC"):
+            raise ConfigError(f"unsupported channel order/layout {self.channel_order}/{self.layout}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(f"mean and std need three values with std > 0, got {self.mean} {self.std}")
+
+    @classmethod
+    def imagenet(cls, input_size: int = 224) -> PreprocessSpec:
+        """torchvision's ImageNet evaluation transform (resize 256, crop 224) scaled to ``input_size``."""
+        return cls(input_size=input_size, resize=round(input_size * 256 / 224))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"preprocessing spec has unknown fields {sorted(unknown)}")
+        d = dict(d)
+        for key in ("mean", "std"):
+            if key in d:
+                d[key] = tuple(float(v) for v in d[key])
+        return cls(**d)

@@ -1,0 +1,321 @@
+"""The training loop: SGD over a registry model, an atomic checkpoint each epoch, resumable."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from edge_resnet import atomic
+from edge_resnet.data import (
+    DatasetSplits,
+    PreprocessSpec,
+    Transformed,
+    collate_skip_none,
+    eval_transform,
+    load_dataset,
+    train_transform,
+)
+from edge_resnet.errors import ConfigError, DataError
+from edge_resnet.models import ResNet, create_model, get_spec, load_weights
+from edge_resnet.training.checkpoint import Checkpoint, load_checkpoint, read_weights, save_checkpoint, unwrap
+from edge_resnet.training.config import TrainConfig, learning_rate
+from edge_resnet.training.distributed import DistContext, init_distributed, shutdown_distributed
+from edge_resnet.training.evaluate import EvalResult, eval_json_path, evaluate
+
+log = logging.getLogger(__name__)
+
+LAST, BEST, HISTORY_JSON = "last.pt", "model.pt", "train.json"
+# options that may change when a run is resumed; anything else must match the saved run
+RESUMABLE_OVERRIDES = frozenset({"output", "device", "workers", "epochs"})
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    epochs: int
+    lr: float
+    train_loss: float
+    train_top1: float
+    val_loss: float
+    val_top1: float
+    images_per_s: float
+    seconds: float
+    best: bool = False
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path
+    test: EvalResult
+    history: list[EpochStats]
+    best_epoch: int
+    seconds: float
+    summary: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+class TrainMonitor(Protocol):
+    """Receives progress; the CLI draws a progress bar from it, the library only logs."""
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def step(self, loss: float, top1: float, images_per_s: float) -> None: ...
+    def epoch_end(self, stats: EpochStats) -> None: ...
+
+
+class LogMonitor:
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step(self, loss: float, top1: float, images_per_s: float) -> None:
+        pass
+
+    def epoch_end(self, s: EpochStats) -> None:
+        log.info("epoch %d/%d loss %.4f train %.2f%% val %.2f%% %.0f img/s%s", s.epoch, s.epochs,
+                 s.train_loss, 100 * s.train_top1, 100 * s.val_top1, s.images_per_s, " *" if s.best else "")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return torch.device(name)
+
+
+def default_run_dir(arch: str, data: DatasetSplits) -> Path:
+    return Path("runs") / f"{arch}-{data.name}"
+
+
+def default_preprocessing(arch: str, data: DatasetSplits, input_size: int | None) -> PreprocessSpec:
+    """Crop to the model's input size; CIFAR nets see the whole image, ImageNet nets torchvision's
+    resize-256/crop-224 ratio; normalise with the dataset's statistics when it has them."""
+    spec = get_spec(arch)
+    size = input_size or spec.input_size
+    resize = size if spec.family == "cifar" else round(size * 256 / 224)
+    if data.mean is not None and data.std is not None:
+        return PreprocessSpec(input_size=size, resize=resize, mean=data.mean, std=data.std)
+    return PreprocessSpec(input_size=size, resize=resize)
+
+
+def _is_path(model: str) -> bool:
+    return model.endswith((".pt", ".pth")) or Path(model).is_file()
+
+
+def _start_model(cfg: TrainConfig, data: DatasetSplits) -> tuple[ResNet, str, str, PreprocessSpec]:
+    """The model to train, its arch and shortcut, and its preprocessing."""
+    n = len(data.classes)
+    if _is_path(cfg.model):
+        base = load_checkpoint(cfg.model)
+        model = create_model(base.arch, num_classes=n, shortcut=base.shortcut)
+        load_weights(model, base.state_dict, source=f"checkpoint {cfg.model}")
+        # the weights were learned on this preprocessing; keep it
+        return model, base.arch, base.shortcut, base.preprocessing
+    model = create_model(cfg.model, num_classes=n, shortcut=cfg.shortcut)
+    if cfg.weights:
+        if load_weights(model, read_weights(cfg.weights), source=f"weights {cfg.weights}"):
+            log.info("new %d-class classifier head on top of %s", n, cfg.weights)
+    return model, cfg.model, cfg.shortcut.upper(), default_preprocessing(cfg.model, data, cfg.input_size)
+
+
+def _loader(ds: Dataset, batch: int, workers: int, sampler=None, device: torch.device | None = None) -> DataLoader:
+    return DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_skip_none, pin_memory=device is not None and device.type == "cuda",
+                      persistent_workers=workers > 0)
+
+
+def _check_resume(cfg: TrainConfig, saved: dict[str, Any], explicit: set[str]) -> TrainConfig:
+    saved_cfg = TrainConfig.from_dict(saved)
+    changed = sorted(k for k in explicit - RESUMABLE_OVERRIDES
+                     if getattr(cfg, k) != getattr(saved_cfg, k))
+    if changed:
+        raise ConfigError(
+            f"--resume continues the saved run, but {', '.join(changed)} differ from it; "
+            "drop those options or start a new run with another --output"
+        )
+    overrides = {k: getattr(cfg, k) for k in explicit & RESUMABLE_OVERRIDES}
+    return TrainConfig.from_dict({**saved_cfg.to_dict(), **overrides})
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    explicit: set[str] | None = None,
+    monitor: TrainMonitor | None = None,
+) -> TrainResult:
+    """Train, checkpoint every epoch, then evaluate the best checkpoint on the test split.
+
+    Args:
+        cfg: what to train.
+        resume: continue the run in ``cfg.output`` from its ``last.pt``.
+        explicit: the option names the user actually gave (to tell a conflicting resume).
+        monitor: progress receiver.
+
+    Raises:
+        EdgeResNetError: any problem with the options, data, weights or run directory.
+    """
+    monitor = monitor or LogMonitor()
+    device = resolve_device(cfg.device)
+    ctx = init_distributed(device.type)
+    try:
+        return _train(cfg, resume, explicit or set(), monitor, device, ctx)
+    finally:
+        shutdown_distributed(ctx)
+
+
+def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMonitor,
+           device: torch.device, ctx: DistContext) -> TrainResult:
+    t_start = time.perf_counter()
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    run_dir = Path(cfg.output) if cfg.output else None
+    state: dict[str, Any] | None = None
+    if resume:
+        if run_dir is None:
+            raise ConfigError("--resume needs --output (the run directory to continue)")
+        last = run_dir / LAST
+        if not last.is_file():
+            raise ConfigError(f"nothing to resume: {last} does not exist; drop --resume to start a new run")
+        resumed = load_checkpoint(last)
+        state = resumed.extra.get("train_state")
+        if not state:
+            raise ConfigError(f"{last} has no training state to resume from")
+        cfg = _check_resume(cfg, state["config"], explicit)
+    use_cuda = device.type == "cuda"
+    amp = use_cuda if cfg.amp is None else cfg.amp
+    channels_last = use_cuda if cfg.channels_last is None else cfg.channels_last
+    if amp and not use_cuda:
+        raise ConfigError("--amp needs a CUDA device; drop --amp on the CPU")
+    workers = (4 if use_cuda else 0) if cfg.workers is None else cfg.workers
+
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(cfg.data, seed=cfg.seed)
+    if cfg.num_classes is not None and cfg.num_classes != len(data.classes):
+        raise ConfigError(
+            f"--num-classes {cfg.num_classes} but the data has {len(data.classes)} classes; "
+            "drop --num-classes or point --data at the right folder"
+        )
+    if len(data.train) < 1 or len(data.val) < 1:
+        raise DataError(f"{data.summary()}: training needs at least one train and one val image per run")
+    model, arch, shortcut, pre = _start_model(cfg, data)
+    if run_dir is None:
+        run_dir = default_run_dir(arch, data)
+    if not resume and (run_dir / LAST).exists():
+        raise ConfigError(
+            f"{run_dir} already holds a training run; pass --resume to continue it, "
+            "or --output DIR to train elsewhere"
+        )
+    log.info("%s; run directory %s", data.summary(), run_dir)
+
+    augment = cfg.augment if cfg.augment != "auto" else get_spec(arch).family
+    hflip = data.flip_invariant if cfg.hflip is None else cfg.hflip
+    train_ds = Transformed(data.train, train_transform(pre, augment, hflip))  # type: ignore[arg-type]
+    val_ds = Transformed(data.val, eval_transform(pre))
+    sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
+                                 shuffle=True, seed=cfg.seed)
+    per_rank_batch = max(1, cfg.batch_size // ctx.world_size)
+    train_loader = _loader(train_ds, per_rank_batch, workers, sampler, device)
+    val_loader = _loader(Subset(val_ds, range(ctx.rank, len(val_ds), ctx.world_size)), per_rank_batch, workers,
+                         device=device)
+
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    net: nn.Module = DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None) \
+        if ctx.enabled else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    history: list[EpochStats] = []
+    start_epoch, best_key, best_epoch = 1, (-1.0, 0.0), 0
+    if state is not None:
+        load_weights(model, resumed.state_dict, source="last.pt")
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        history = [EpochStats(**h) for h in state["history"]]
+        start_epoch = state["epoch"] + 1
+        best_key, best_epoch = tuple(state["best_key"]), state["best_epoch"]
+        log.info("resuming %s after epoch %d of %d", run_dir, state["epoch"], cfg.epochs)
+
+    def make_checkpoint(extra: dict[str, Any]) -> Checkpoint:
+        sd = {k: v.detach().cpu().contiguous() for k, v in unwrap(net).state_dict().items()}
+        return Checkpoint(arch=arch, shortcut=shortcut, classes=data.classes, preprocessing=pre,
+                          state_dict=sd, extra={"dataset": data.name, "seed": cfg.seed, **extra})
+
+    steps_per_epoch = len(train_loader)
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        # Reseeding per epoch makes a resumed run draw the same batches and augmentations.
+        torch.manual_seed(cfg.seed * 100_003 + epoch * 1_009 + ctx.rank)
+        sampler.set_epoch(epoch)
+        net.train()
+        monitor.epoch_start(epoch, cfg.epochs, steps_per_epoch)
+        t0, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
+        lr = cfg.lr
+        for i, batch in enumerate(train_loader):
+            lr = learning_rate(cfg, (epoch - 1) * steps_per_epoch + i, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if batch is None:
+                continue
+            x, y = batch
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=amp):
+                logits = net(x)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            n = y.numel()
+            seen += n
+            loss_sum += loss.item() * n
+            correct += int((logits.argmax(1) == y).sum())
+            monitor.step(loss_sum / seen, correct / seen, seen * ctx.world_size / (time.perf_counter() - t0))
+        train_seconds = time.perf_counter() - t0
+        val = evaluate(net, val_loader, data.classes, device=device, channels_last=channels_last, amp=amp)
+        key = (val.top1, -val.loss)
+        stats = EpochStats(epoch=epoch, epochs=cfg.epochs, lr=lr, train_loss=loss_sum / max(seen, 1),
+                           train_top1=correct / max(seen, 1), val_loss=val.loss, val_top1=val.top1,
+                           images_per_s=seen * ctx.world_size / train_seconds,
+                           seconds=time.perf_counter() - t0, best=key >= best_key)
+        history.append(stats)
+        if stats.best:
+            best_key, best_epoch = key, epoch
+        if ctx.is_main:
+            metrics = {"epoch": epoch, "val_top1": val.top1, "val_loss": val.loss}
+            if stats.best:
+                save_checkpoint(run_dir / BEST, make_checkpoint(metrics))
+            save_checkpoint(run_dir / LAST, make_checkpoint({**metrics, "train_state": {
+                "config": cfg.to_dict(), "epoch": epoch, "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "history": [asdict(h) for h in history],
+                "best_key": list(best_key), "best_epoch": best_epoch,
+            }}))
+            atomic.write_json(run_dir / HISTORY_JSON, {"config": cfg.to_dict(),
+                                                       "epochs": [asdict(h) for h in history]})
+        monitor.epoch_end(stats)
+
+    if ctx.enabled:
+        torch.distributed.barrier()
+    best = load_checkpoint(run_dir / BEST)
+    load_weights(model, best.state_dict, source=str(run_dir / BEST))
+    test_ds = Transformed(data.test, eval_transform(pre))
+    test_loader = _loader(Subset(test_ds, range(ctx.rank, len(test_ds), ctx.world_size)), per_rank_batch,
+                          workers, device=device)
+    test = evaluate(net, test_loader, data.classes, device=device, channels_last=channels_last, amp=amp)
+    if ctx.is_main:
+        atomic.write_json(eval_json_path(run_dir, data.name, "test"), {"checkpoint": str(run_dir / BEST), "split": "test",
+                                                "dataset": data.name, **test.to_dict()})
+    return TrainResult(run_dir=run_dir, checkpoint=run_dir / BEST, test=test, history=history,
+                       best_epoch=best_epoch, seconds=time.perf_counter() - t_start, summary=data.summary())
