@@ -5,6 +5,7 @@ from edge_resnet.data.datasets import (
     DatasetSplits,
     Transformed,
     collate_skip_none,
+    dataset_name,
     load_dataset,
     stratified_split,
 )
@@ -13,6 +14,6 @@ from edge_resnet.data.transforms import AUGMENTS, eval_transform, train_transfor
 
 __all__ = [
     "AUGMENTS", "IMAGENET_MEAN", "IMAGENET_STD", "SPLITS", "DatasetSplits", "PreprocessSpec", "Transformed",
-    "collate_skip_none",
+    "collate_skip_none", "dataset_name",
     "eval_transform", "load_dataset", "stratified_split", "train_transform",
 ]

@@ -98,6 +98,16 @@ def stratified_split(labels: Sequence[int], fractions: Sequence[float], seed: in
     return [sorted(p) for p in parts]
 
 
+def dataset_name(source: str | None) -> str:
+    """The name a dataset will report, without reading it (used to name run directories)."""
+    if source is None or source == "digits":
+        return "digits"
+    from edge_resnet.data.cifar import find_cifar10
+
+    path = Path(source)
+    return "cifar10" if path.is_dir() and find_cifar10(path) else path.name
+
+
 def load_dataset(source: str | None = None, *, seed: int = 0) -> DatasetSplits:
     """Find and open a dataset.
 

@@ -20,6 +20,7 @@ from edge_resnet.data import (
     PreprocessSpec,
     Transformed,
     collate_skip_none,
+    dataset_name,
     eval_transform,
     load_dataset,
     train_transform,
@@ -92,8 +93,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def default_run_dir(arch: str, data: DatasetSplits) -> Path:
-    return Path("runs") / f"{arch}-{data.name}"
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """runs/<arch>-<dataset>, known before any data is read (so --resume can find it)."""
+    arch = load_checkpoint(cfg.model).arch if _is_path(cfg.model) else cfg.model
+    return Path("runs") / f"{arch}-{dataset_name(cfg.data)}"
 
 
 def default_preprocessing(arch: str, data: DatasetSplits, input_size: int | None) -> PreprocessSpec:
@@ -178,11 +181,11 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
     t_start = time.perf_counter()
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
-    run_dir = Path(cfg.output) if cfg.output else None
+    if _is_path(cfg.model) and cfg.weights:
+        raise ConfigError("--weights and a checkpoint as --model both give starting weights; keep one")
+    run_dir = Path(cfg.output) if cfg.output else default_run_dir(cfg)
     state: dict[str, Any] | None = None
     if resume:
-        if run_dir is None:
-            raise ConfigError("--resume needs --output (the run directory to continue)")
         last = run_dir / LAST
         if not last.is_file():
             raise ConfigError(f"nothing to resume: {last} does not exist; drop --resume to start a new run")
@@ -208,8 +211,6 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
     if len(data.train) < 1 or len(data.val) < 1:
         raise DataError(f"{data.summary()}: training needs at least one train and one val image per run")
     model, arch, shortcut, pre = _start_model(cfg, data)
-    if run_dir is None:
-        run_dir = default_run_dir(arch, data)
     if not resume and (run_dir / LAST).exists():
         raise ConfigError(
             f"{run_dir} already holds a training run; pass --resume to continue it, "
