@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -99,6 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         given["output"] = str(given["output"])
     cfg = TrainConfig(**given)
     result = train(cfg, resume=args.resume, explicit=set(given), monitor=_ProgressMonitor())
+    if not result.is_main:
+        return 0
     print(result.summary)
     print(_format_eval(result.test, f"test (best epoch {result.best_epoch})"))
     print(f"trained in {result.seconds:.1f}s; checkpoint {result.checkpoint}")
@@ -208,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edge-resnet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) went away: silence the final flush instead of a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("_codecs", "encode"),
+        # pickle protocol 5 (numpy's choice there) rebuilds arrays from a byte buffer
+        ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
     }
 
     def find_class(self, module: str, name: str):
@@ -39,6 +41,9 @@ def _read_batch(path: Path) -> dict:
             batch = _ArrayUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, OSError, ValueError) as e:
         raise DataError(f"{path} is not a readable CIFAR-10 batch ({e}); download the python version again") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} holds a {type(batch).__name__}, not a CIFAR-10 batch dict; "
+                        "download the python version again")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in batch.items()}
 
 
@@ -54,8 +59,11 @@ def _images(batch: dict, path: Path) -> tuple[np.ndarray, list[int]]:
     try:
         data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         labels = [int(v) for v in batch["labels"]]
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise DataError(f"{path} lacks CIFAR-10 'data'/'labels' ({e}); is it a CIFAR-100 file?") from None
+    if len(labels) != len(data) or any(not 0 <= v < 10 for v in labels):
+        raise DataError(f"{path} has {len(data)} images but {len(labels)} labels (or labels outside 0..9); "
+                        "the batch is damaged, download it again")
     return np.ascontiguousarray(data), labels
 
 

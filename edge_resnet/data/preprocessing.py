@@ -8,6 +8,7 @@ side to ``resize`` (PIL, antialiased), center-crop ``input_size``, scale to [0, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -31,7 +32,7 @@ class PreprocessSpec:
     interpolation: str = "bilinear"
     # order of the three input channels the network expects
     channel_order: str = "RGB"
-    # memory layout of the input tensor
+    # memory layout of the input tensor (NCHW only, for now)
     layout: str = "NCHW"
 
     def __post_init__(self) -> None:
@@ -42,9 +43,11 @@ class PreprocessSpec:
             )
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"interpolation {self.interpolation!r} is not one of {INTERPOLATIONS}")
-        if self.channel_order not in ("RGB", "BGR") or self.layout not in ("NCHW", "NHWC"):
-            raise ConfigError(f"unsupported channel order/layout {self.channel_order}/{self.layout}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+        if self.channel_order not in ("RGB", "BGR") or self.layout != "NCHW":
+            raise ConfigError(f"unsupported channel order/layout {self.channel_order}/{self.layout}; "
+                              "use RGB or BGR, NCHW")
+        values = (*self.mean, *self.std)
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or min(self.std) <= 0:
             raise ConfigError(f"mean and std need three values with std > 0, got {self.mean} {self.std}")
 
     @classmethod
@@ -64,7 +67,10 @@ class PreprocessSpec:
         if unknown:
             raise ConfigError(f"preprocessing spec has unknown fields {sorted(unknown)}")
         d = dict(d)
-        for key in ("mean", "std"):
-            if key in d:
-                d[key] = tuple(float(v) for v in d[key])
-        return cls(**d)
+        try:
+            for key in ("mean", "std"):
+                if key in d:
+                    d[key] = tuple(float(v) for v in d[key])
+            return cls(**d)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"preprocessing spec has a malformed value ({e})") from None

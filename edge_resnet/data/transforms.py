@@ -22,13 +22,11 @@ class _ToBGR(torch.nn.Module):
 
 
 def _tail(spec: PreprocessSpec) -> list[T.Transform]:
-    steps: list[T.Transform] = [
-        T.ToImage(),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(mean=list(spec.mean), std=list(spec.std)),
-    ]
+    steps: list[T.Transform] = [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
     if spec.channel_order == "BGR":
         steps.append(_ToBGR())
+    # mean/std are given in channel_order, so they apply after any reordering
+    steps.append(T.Normalize(mean=list(spec.mean), std=list(spec.std)))
     return steps
 
 

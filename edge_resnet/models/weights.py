@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +33,27 @@ def load_file(path: str | Path) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .pt/.pth file")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; pass the path of a .pt/.pth file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        detail = next((ln for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if refused is None:
+            raise _unreadable(path, e) from None
         raise CheckpointError(
-            f"checkpoint {path} carries pickled Python objects and was refused ({detail.strip()}); "
+            f"checkpoint {path} carries pickled Python objects and was refused ({refused.group(1)}); "
             "if you trust it, re-save just its tensors: torch.save(sd, 'clean.pth') with sd a plain state dict"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or not a PyTorch file ({type(e).__name__}); "
-            "copy it again or point to another file"
-        ) from None
+    except Exception as e:  # torch raises many types (IndexError, KeyError...) for damaged files
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} is truncated or not a PyTorch file ({type(e).__name__}); "
+        "copy it again or point to another file"
+    )
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]:

@@ -79,7 +79,7 @@ def parse_checkpoint(obj: Any, path: str | Path) -> Checkpoint:
             state_dict=obj["state_dict"],
             extra={k: v for k, v in obj.items() if k not in known},
         )
-    except (KeyError, TypeError, ConfigError) as e:
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{path} is an incomplete edge-resnet checkpoint ({e}); re-export it") from None
 
 

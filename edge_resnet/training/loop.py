@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,7 +62,8 @@ class TrainResult:
     best_epoch: int
     seconds: float
     summary: str = ""
-    notes: list[str] = field(default_factory=list)
+    # False on the other processes of a torchrun job: only rank 0 reports
+    is_main: bool = True
 
 
 class TrainMonitor(Protocol):
@@ -73,13 +74,20 @@ class TrainMonitor(Protocol):
     def epoch_end(self, stats: EpochStats) -> None: ...
 
 
-class LogMonitor:
+class SilentMonitor:
+    """For the processes of a torchrun job other than rank 0."""
+
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         pass
 
     def step(self, loss: float, top1: float, images_per_s: float) -> None:
         pass
 
+    def epoch_end(self, s: EpochStats) -> None:
+        pass
+
+
+class LogMonitor(SilentMonitor):
     def epoch_end(self, s: EpochStats) -> None:
         log.info("epoch %d/%d loss %.4f train %.2f%% val %.2f%% %.0f img/s%s", s.epoch, s.epochs,
                  s.train_loss, 100 * s.train_top1, 100 * s.val_top1, s.images_per_s, " *" if s.best else "")
@@ -170,6 +178,8 @@ def train(
     monitor = monitor or LogMonitor()
     device = resolve_device(cfg.device)
     ctx = init_distributed(device.type)
+    if not ctx.is_main:
+        monitor = SilentMonitor()
     try:
         return _train(cfg, resume, explicit or set(), monitor, device, ctx)
     finally:
@@ -319,4 +329,5 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
         atomic.write_json(eval_json_path(run_dir, data.name, "test"), {"checkpoint": str(run_dir / BEST), "split": "test",
                                                 "dataset": data.name, **test.to_dict()})
     return TrainResult(run_dir=run_dir, checkpoint=run_dir / BEST, test=test, history=history,
-                       best_epoch=best_epoch, seconds=time.perf_counter() - t_start, summary=data.summary())
+                       best_epoch=best_epoch, seconds=time.perf_counter() - t_start, summary=data.summary(),
+                       is_main=ctx.is_main)
