@@ -16,19 +16,11 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from _common import machine  # noqa: E402
 
 from edge_resnet.models import create_model  # noqa: E402
-
-
-def randomise_bn(model: torch.nn.Module, gen: torch.Generator) -> None:
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+from tests.helpers import randomise_bn  # noqa: E402
 
 
 def compare(name: str, batch: int = 4, size: int = 224) -> float:

@@ -26,6 +26,7 @@ from edge_resnet.models import (
     list_models,
 )
 from edge_resnet.models.registry import register
+from tests.helpers import randomise_bn
 
 IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
@@ -37,18 +38,6 @@ IMAGENET_LAYOUT = {
 }
 
 
-def _randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
-    """Give every BatchNorm non-trivial running statistics and affine parameters."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=gen) - 0.5)
-
-
 # ---------------------------------------------------------------- torchvision equivalence
 
 @pytest.mark.parametrize(("name", "batch", "size"), [("resnet18", 2, 224), ("resnet50", 1, 160)])
@@ -56,7 +45,7 @@ def test_torchvision_weights_give_torchvision_logits(name: str, batch: int, size
     torch.manual_seed(1)
     gen = torch.Generator().manual_seed(2)
     reference = getattr(torchvision.models, name)(weights=None)
-    _randomise_bn(reference, gen)
+    randomise_bn(reference, gen)
     reference.eval()
     ours = create_model(name, num_classes=1000)
     ours.load_state_dict(reference.state_dict(), strict=True)
@@ -78,7 +67,7 @@ def test_torchvision_comparison_detects_a_changed_bn() -> None:
     torch.manual_seed(3)
     gen = torch.Generator().manual_seed(4)
     reference = torchvision.models.resnet18(weights=None)
-    _randomise_bn(reference, gen)
+    randomise_bn(reference, gen)
     reference.eval()
     ours = create_model("resnet18", num_classes=1000)
     sd = reference.state_dict()
@@ -368,7 +357,7 @@ def test_option_a_block_equals_functional_computation() -> None:
     torch.manual_seed(6)
     gen = torch.Generator().manual_seed(7)
     blk = BasicBlock(16, 32, stride=2, shortcut="A")
-    _randomise_bn(blk, gen)
+    randomise_bn(blk, gen)
     blk.eval()
     x = torch.randn(2, 16, 9, 9, generator=gen)
 

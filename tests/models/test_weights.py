@@ -19,6 +19,7 @@ from edge_resnet.data.preprocessing import PreprocessSpec
 from edge_resnet.errors import CheckpointError, ModelError
 from edge_resnet.models import create_model, extract_state_dict, load_file, load_weights
 from edge_resnet.training.checkpoint import Checkpoint, read_weights, save_checkpoint
+from tests.helpers import randomise_bn
 
 # ---------------------------------------------------------------- payloads that carry code
 
@@ -58,22 +59,11 @@ class SetstatePayload:
 
 # ---------------------------------------------------------------- helpers
 
-def _randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=gen) - 0.5)
-
-
 @pytest.fixture
 def tv_resnet18() -> nn.Module:
     torch.manual_seed(10)
     model = torchvision.models.resnet18(weights=None)
-    _randomise_bn(model, torch.Generator().manual_seed(11))
+    randomise_bn(model, torch.Generator().manual_seed(11))
     return model.eval()
 
 
