@@ -351,6 +351,14 @@ def _rgb(rng: np.random.Generator, h: int = 12, w: int = 10) -> np.ndarray:
     return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
+def _write_png_folder(root: Path, rng: np.random.Generator, per_class: int, size: int) -> None:
+    """Classes a and b, each with ``per_class`` random RGB PNGs of ``size`` x ``size``."""
+    for cls in ("a", "b"):
+        (root / cls).mkdir()
+        for i in range(per_class):
+            Image.fromarray(_rgb(rng, size, size)).save(root / cls / f"{i}.png")
+
+
 def _write_mixed_folder(root: Path) -> dict[str, np.ndarray]:
     """Three classes of real image files in many PIL modes, plus two unreadable ones.
 
@@ -436,11 +444,7 @@ def test_image_folder_loads_every_mode_as_rgb_and_skips_unreadable(tmp_path: Pat
 
 
 def test_image_folder_split_is_seeded(tmp_path: Path) -> None:
-    rng = np.random.default_rng(1)
-    for cls in ("a", "b"):
-        (tmp_path / cls).mkdir()
-        for i in range(20):
-            Image.fromarray(_rgb(rng, 4, 4)).save(tmp_path / cls / f"{i}.png")
+    _write_png_folder(tmp_path, np.random.default_rng(1), per_class=20, size=4)
 
     def split_files(seed: int) -> list[list[str]]:
         ds = load_dataset(str(tmp_path), seed=seed)
@@ -514,10 +518,7 @@ def test_class_folders_without_images_raise_data_error(tmp_path: Path, content: 
 
 def test_file_broken_after_scanning_is_dropped_from_the_batch(tmp_path: Path) -> None:
     rng = np.random.default_rng(8)
-    for cls in ("a", "b"):
-        (tmp_path / cls).mkdir()
-        for i in range(10):
-            Image.fromarray(_rgb(rng, 8, 8)).save(tmp_path / cls / f"{i}.png")
+    _write_png_folder(tmp_path, rng, per_class=10, size=8)
     ds = load_dataset(str(tmp_path), seed=0)
     assert ds.skipped == 0
     broken_path, _ = ds.train.samples[3]
