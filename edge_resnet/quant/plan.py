@@ -1,0 +1,151 @@
+"""Where the INT8 model quantizes, and with which scale: the one INT8 definition of DESIGN.md.
+
+Symmetric, zero-point 0, int8: activations per tensor with scale amax/127, weights per output
+channel with scale amax_c/127, round half to even, saturate. A plan names every quantized
+tensor (quantized once, where it is produced, so every consumer reads the same INT8 values)
+and every quantized weight. Two placements share it:
+
+- ``tensorrt``: what TensorRT's explicit quantization wants. Q/DQ on every Conv/Gemm input and
+  on the shortcut input of every residual Add (so TensorRT fuses Conv+Add+ReLU and the next Q);
+  none on conv outputs; global average pooling gets a pair on its input and (after Flatten) on
+  its output. ReLU runs in float between them.
+- ``cpu``: what ONNX Runtime's CPU kernels need to run a convolution in integers: Q/DQ on conv
+  outputs and on ReLU outputs too, with uint8 activations (ReLU outputs use [0, amax] over 255
+  levels, signed tensors a zero point of 128 and amax/127). It is a different function from
+  the same calibration, verified on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from edge_resnet.models.graph import Graph, Node
+
+Target = Literal["tensorrt", "cpu"]
+TARGETS: tuple[str, ...] = ("tensorrt", "cpu")
+
+# a tensor calibration never saw move (all zeros) still needs a positive scale
+_MIN_AMAX = 1e-6
+
+
+@dataclass(frozen=True)
+class ActQuant:
+    """How one activation tensor is quantized: q = saturate(round(x / scale) + zero_point)."""
+
+    scale: float
+    zero_point: int = 0
+    dtype: str = "int8"
+
+    @property
+    def qmin(self) -> int:
+        return -128 if self.dtype == "int8" else 0
+
+    @property
+    def qmax(self) -> int:
+        return 127 if self.dtype == "int8" else 255
+
+
+@dataclass(frozen=True)
+class WeightQuant:
+    """Per-output-channel symmetric int8 weights: w ~ q * scale[c]."""
+
+    q: np.ndarray  # int8, the weight's shape
+    scale: np.ndarray  # float32, one per output channel
+
+    def dequantized(self) -> torch.Tensor:
+        shape = (-1,) + (1,) * (self.q.ndim - 1)
+        return torch.from_numpy(self.q.astype(np.float32) * self.scale.reshape(shape))
+
+
+@dataclass
+class QuantPlan:
+    target: str
+    activations: dict[str, ActQuant] = field(default_factory=dict)
+    weights: dict[str, WeightQuant] = field(default_factory=dict)  # node name -> weights
+
+
+def scale_for(amax: float, levels: int = 127) -> float:
+    """The float32 scale for a calibrated range; ONNX stores float32, so round to it here."""
+    return float(np.float32(max(float(amax), _MIN_AMAX) / levels))
+
+
+def quantize_weight(w: torch.Tensor) -> WeightQuant:
+    """Symmetric per-output-channel int8 (axis 0 for Conv OIHW and Gemm with transB)."""
+    w = w.detach().float().cpu()
+    amax = w.abs().reshape(w.shape[0], -1).amax(dim=1).clamp_min(_MIN_AMAX)
+    scale = (amax / 127).numpy().astype(np.float32)
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    # round half to even (torch.round), and |w| <= amax keeps q within [-127, 127]
+    q = torch.clamp(torch.round(w / torch.from_numpy(scale).reshape(shape)), -127, 127)
+    return WeightQuant(q.numpy().astype(np.int8), scale)
+
+
+def _is_nonnegative(graph: Graph, node: Node) -> bool:
+    if node.op == "relu":
+        return True
+    if node.op in ("maxpool", "avgpool", "flatten", "zeropad"):
+        return _is_nonnegative(graph, graph[node.inputs[0]])
+    return False
+
+
+def activation_points(graph: Graph, target: str) -> dict[str, str]:
+    """Tensors the target quantizes, each mapped to the tensor whose calibrated range it uses.
+
+    Most use their own range. A zero-padded shortcut and (for ``cpu``) a max-pool output reuse
+    their input's: the op only moves values already on that grid, so requantizing with the
+    same scale is exact, and ONNX Runtime needs equal scales to run max-pool in integers.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    points: dict[str, str] = {}
+    if target == "tensorrt":
+        for node in graph:
+            if node.op in ("conv", "linear", "avgpool"):
+                points.setdefault(node.inputs[0], node.inputs[0])
+            elif node.op == "add":
+                points.setdefault(graph.shortcut_input(node), graph.shortcut_input(node))
+        for node in graph:
+            if node.op == "zeropad" and node.name in points:
+                # the padded shortcut shares the grid of the tensor it pads (itself a point)
+                points[node.inputs[0]] = node.inputs[0]
+                points[node.name] = node.inputs[0]
+        return points
+    for node in graph:
+        if node.name == graph.output or node.op == "avgpool":
+            continue  # logits stay float; the pooled vector is quantized after Flatten
+        consumers = graph.consumers(node.name)
+        if node.op in ("conv", "add") and consumers and all(c.op == "relu" for c in consumers):
+            continue  # ONNX Runtime folds the ReLU into the next Q: quantize the ReLU output instead
+        if node.op in ("maxpool", "zeropad"):
+            points[node.name] = points.get(node.inputs[0], node.inputs[0])
+        else:
+            points[node.name] = node.name
+    return points
+
+
+def make_plan(graph: Graph, amax: Mapping[str, float], target: str = "tensorrt") -> QuantPlan:
+    """The plan for ``target`` from calibrated ranges (``amax`` covers every tensor of ``graph``).
+
+    ``graph`` must be the folded model's: its conv weights are the ones quantized.
+    """
+    if graph.of_op("batchnorm"):
+        raise ValueError("the model still has BatchNorm layers; fold them first (edge_resnet.fold.fold_batchnorm)")
+    plan = QuantPlan(target)
+    for name, source in activation_points(graph, target).items():
+        if source not in amax:
+            raise KeyError(f"no calibrated range for tensor {source!r}; recalibrate this model")
+        node = graph[name]
+        if target == "tensorrt":
+            plan.activations[name] = ActQuant(scale_for(amax[source]))
+        elif _is_nonnegative(graph, node):
+            plan.activations[name] = ActQuant(scale_for(amax[source], 255), 0, "uint8")
+        else:
+            plan.activations[name] = ActQuant(scale_for(amax[source]), 128, "uint8")
+    for node in graph.of_op("conv", "linear"):
+        plan.weights[node.name] = quantize_weight(node.module.weight)
+    return plan

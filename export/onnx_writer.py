@@ -1,0 +1,172 @@
+"""Write a folded ResNet graph as ONNX: FP32, FP16, or INT8 with explicit Q/DQ.
+
+We emit the ONNX graph ourselves from the traced network rather than through torch.onnx: every
+tensor keeps the name the graph gave it (so calibration ranges and TensorRT's calibration cache
+line up with what TensorRT's parser sees), biases are plain initializers (torch's legacy
+exporter can hide them behind Identity nodes, which ONNX Runtime's quantized kernels refuse),
+and the Q/DQ nodes go exactly where the quantization plan says, nowhere else.
+
+Opset 17 and IR version 8: the newest both TensorRT 8.5 (JetPack 5.1) and 10.x parse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from edge_resnet import __version__, atomic
+from edge_resnet.models.graph import INPUT, OUTPUT, Graph, Node
+from edge_resnet.quant.plan import ActQuant, QuantPlan
+
+OPSET = 17
+IR_VERSION = 8
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+_DTYPES = {"int8": (np.int8, TensorProto.INT8), "uint8": (np.uint8, TensorProto.UINT8)}
+
+
+class _Writer:
+    def __init__(self, float_type: type) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: dict[str, onnx.TensorProto] = {}
+        self.float_type = float_type
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        self.inits[name] = numpy_helper.from_array(np.asarray(array), name)
+        return name
+
+    def weight(self, name: str, array: np.ndarray) -> str:
+        return self.init(name, np.asarray(array, dtype=self.float_type))
+
+    def node(self, op: str, inputs: list[str], output: str, name: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [output], name=name, **attrs))
+        return output
+
+    def qdq(self, tensor: str, q: ActQuant) -> str:
+        """QuantizeLinear + DequantizeLinear on ``tensor``; returns the dequantized name."""
+        np_type, _ = _DTYPES[q.dtype]
+        scale = self.init(f"{tensor}_scale", np.array(q.scale, dtype=np.float32))
+        zero = self.init(f"{tensor}_zero_point", np.array(q.zero_point, dtype=np_type))
+        qname = self.node("QuantizeLinear", [tensor, scale, zero], f"{tensor}_quantized", f"{tensor}_quantize")
+        return self.node("DequantizeLinear", [qname, scale, zero], f"{tensor}_dequantized", f"{tensor}_dequantize")
+
+
+def _ints(v: int | tuple[int, ...]) -> list[int]:
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def _weight_input(w: _Writer, node: Node, plan: QuantPlan | None) -> str:
+    prefix = node.target or node.name
+    module = node.module
+    if plan is None:
+        return w.weight(f"{prefix}.weight", module.weight.detach().cpu().numpy())
+    wq = plan.weights[node.name]
+    q = w.init(f"{prefix}.weight_quantized", wq.q)
+    scale = w.init(f"{prefix}.weight_scale", wq.scale)
+    zero = w.init(f"{prefix}.weight_zero_point", np.zeros(wq.scale.shape, dtype=np.int8))
+    return w.node("DequantizeLinear", [q, scale, zero], f"{prefix}.weight", f"{prefix}.weight_dequantize", axis=0)
+
+
+def _emit(w: _Writer, node: Node, args: list[str], out: str, plan: QuantPlan | None) -> None:
+    m = node.module
+    name = node.target or node.name
+    if node.op == "conv":
+        assert isinstance(m, nn.Conv2d)
+        if m.padding_mode != "zeros" or isinstance(m.padding, str):
+            raise ValueError(f"{name}: only explicit zero padding is supported")
+        inputs = [args[0], _weight_input(w, node, plan)]
+        if m.bias is not None:
+            inputs.append(w.weight(f"{name}.bias", m.bias.detach().cpu().numpy()))
+        ph, pw = _ints(m.padding)
+        w.node("Conv", inputs, out, name, kernel_shape=_ints(m.kernel_size), strides=_ints(m.stride),
+               pads=[ph, pw, ph, pw], dilations=_ints(m.dilation), group=m.groups)
+    elif node.op == "linear":
+        assert isinstance(m, nn.Linear)
+        inputs = [args[0], _weight_input(w, node, plan)]
+        if m.bias is not None:
+            inputs.append(w.weight(f"{name}.bias", m.bias.detach().cpu().numpy()))
+        w.node("Gemm", inputs, out, name, transB=1)
+    elif node.op == "relu":
+        w.node("Relu", args, out, name)
+    elif node.op == "add":
+        w.node("Add", args, out, name)
+    elif node.op == "maxpool":
+        assert isinstance(m, nn.MaxPool2d)
+        ph, pw = _ints(m.padding)
+        w.node("MaxPool", args, out, name, kernel_shape=_ints(m.kernel_size),
+               strides=_ints(m.stride or m.kernel_size), pads=[ph, pw, ph, pw],
+               dilations=_ints(m.dilation), ceil_mode=int(m.ceil_mode))
+    elif node.op == "avgpool":
+        w.node("GlobalAveragePool", args, out, name)
+    elif node.op == "flatten":
+        w.node("Flatten", args, out, name, axis=1)
+    elif node.op == "zeropad":
+        x = args[0]
+        if m.stride > 1:
+            big = np.iinfo(np.int64).max
+            x = w.node("Slice", [x, w.init(f"{name}.starts", np.array([0, 0], np.int64)),
+                                 w.init(f"{name}.ends", np.array([big, big], np.int64)),
+                                 w.init(f"{name}.axes", np.array([2, 3], np.int64)),
+                                 w.init(f"{name}.steps", np.array([m.stride, m.stride], np.int64))],
+                       f"{name}_subsampled", f"{name}_subsample")
+        pads = np.array([0, 0, 0, 0, 0, m.extra, 0, 0], np.int64)
+        w.node("Pad", [x, w.init(f"{name}.pads", pads)], out, name, mode="constant")
+    elif node.op == "batchnorm":
+        raise ValueError(f"{name} is a BatchNorm; fold it first (edge_resnet.fold.fold_batchnorm)")
+    else:
+        raise ValueError(f"{name}: no ONNX form for op {node.op!r}")
+
+
+def build_onnx(graph: Graph, *, input_size: int, precision: str = "fp32",
+               plan: QuantPlan | None = None, num_classes: int | None = None) -> onnx.ModelProto:
+    """The ONNX model of ``graph`` (a folded model) with a dynamic batch axis.
+
+    ``precision`` "int8" needs ``plan``: its activations get Q/DQ pairs where they are produced,
+    its weights are stored as int8 with a per-channel DequantizeLinear. "fp16" stores FP16
+    weights and computes in FP16 between a Cast on the input and one on the output, so the
+    model's interface stays float32 (TensorRT 11 builds it strongly typed as written).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if (precision == "int8") != (plan is not None):
+        raise ValueError("an int8 model needs a quantization plan, and only an int8 model takes one")
+    w = _Writer(np.float16 if precision == "fp16" else np.float32)
+    current: dict[str, str] = {}  # graph tensor -> the ONNX value its consumers read
+    for node in graph:
+        if node.op == "input":
+            name = INPUT
+            if precision == "fp16":
+                name = w.node("Cast", [INPUT], f"{INPUT}_fp16", f"{INPUT}_cast", to=TensorProto.FLOAT16)
+        else:
+            out = node.name
+            if precision == "fp16" and node.name == OUTPUT:
+                out = f"{OUTPUT}_fp16"
+            _emit(w, node, [current[i] for i in node.inputs], out, plan)
+            name = out
+        if plan is not None and node.name in plan.activations:
+            name = w.qdq(name, plan.activations[node.name])
+        current[node.name] = name
+    if precision == "fp16":
+        w.node("Cast", [current[OUTPUT]], OUTPUT, f"{OUTPUT}_cast", to=TensorProto.FLOAT)
+    elif current[OUTPUT] != OUTPUT:
+        raise ValueError("the network's output must not be quantized")
+    if num_classes is None:
+        num_classes = int(graph[OUTPUT].module.out_features)
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, input_size, input_size])]
+    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", num_classes])]
+    g = helper.make_graph(w.nodes, f"edge-resnet-{precision}", inputs, outputs, list(w.inits.values()))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="edge-resnet", producer_version=__version__)
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path) -> None:
+    """Write atomically (an interrupted write leaves no half file under ``path``)."""
+    with atomic.atomic_open(path, "wb") as f:
+        f.write(model.SerializeToString())
