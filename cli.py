@@ -6,12 +6,13 @@ Every EdgeResNetError becomes one line on stderr and exit code 1; argparse usage
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,74 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Bars:
+    """tqdm bars for the library's progress callbacks (hidden when stderr is not a terminal)."""
+
+    @staticmethod
+    @contextlib.contextmanager
+    def bar(desc: str, total: int) -> Iterator[Callable[[int], None]]:
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True,
+                  file=sys.stderr, disable=None) as t:
+            yield t.update
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from edge_resnet.pipeline import EXIT_TOLERANCE, ExportOptions, export_run
+    from edge_resnet.verify import Report
+
+    opts = ExportOptions(
+        model=args.model, data=args.data, int8=args.int8, fp16=args.fp16, calib_data=args.calib_data,
+        calib_method=args.calib_method, percentile=args.percentile, num_calib=args.num_calib,
+        calib_seed=args.calib_seed, every=args.every, calib=args.calib, target=args.target,
+        tolerance=args.tolerance, output=args.output, batch_size=args.batch_size, device=args.device)
+    result = export_run(opts, progress=_Bars.bar, train_monitor=_ProgressMonitor())
+    report = result.report
+    calib = result.calibration
+    if calib is not None:
+        how = "reused" if result.calibration_reused else f"computed in {calib.seconds:.1f}s"
+        chosen = f" (auto chose {calib.method})" if calib.requested == "auto" else ""
+        print(f"calibration: {calib.method}{chosen} on {calib.images} images of {calib.data} ({how})")
+    print(f"verification on {report.dataset} {report.split} ({report.images} images):")
+    print(_table(report.table(), Report.HEADER))
+    if report.sim_agreement is not None:
+        print(f"simulated vs ONNX Runtime INT8 (TensorRT target): {100 * report.sim_agreement:.2f}% top-1 agreement")
+    for key in ("tensorrt",):
+        if key in result.lint:
+            print("QDQ lint (TensorRT rules): " + ("clean" if not result.lint[key] else f"{len(result.lint[key])} violations"))
+    print(f"wrote {result.run_dir}/: " + ", ".join(p.name for p in result.files.values()))
+    if not report.passed:
+        for f in report.failures:
+            print(f"edge-resnet: accuracy check failed: {f}", file=sys.stderr)
+        return EXIT_TOLERANCE
+    print(f"accuracy within tolerance ({report.tolerance:g} top-1 points)")
+    return 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    import onnx
+
+    from export.lint import lint_model
+
+    path = Path(args.onnx)
+    if not path.is_file():
+        raise EdgeResNetError(f"no ONNX file at {path}; pass the path of a .onnx model")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf raises its own DecodeError; any failure here means "not ONNX"
+        raise EdgeResNetError(f"{path} is not a readable ONNX model ({type(e).__name__}); "
+                              "pass a .onnx file written by an ONNX exporter") from None
+    violations = lint_model(model)
+    for v in violations:
+        print(v)
+    if violations:
+        print(f"{path}: {len(violations)} violation(s) of TensorRT's explicit-quantization rules", file=sys.stderr)
+        return 1
+    print(f"{path}: clean (INT8 Q/DQ placement fits TensorRT's explicit quantization)")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def _train_default(name: str) -> Any:
@@ -194,7 +263,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="JSON report path (default: eval-<dataset>-<split>.json "
                                                 "beside the checkpoint)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "export", help="fold, calibrate, write FP32/INT8 ONNX and the TensorRT cache, verify accuracy",
+        description="Writes the run directory: model.fp32.onnx, and with --int8 calib.json, calib.cache, "
+                    "model.int8.onnx (TensorRT) and model.int8.cpu.onnx (ONNX Runtime CPU), then runs every "
+                    "form on the held-out test split and writes report.json/report.md and manifest.json. "
+                    "Exit status 3 when an accuracy check fails (the report is still written).")
+    p.add_argument("--model", default=None, help="checkpoint (model.pt or its run directory) or a registry name; "
+                                                 "default: runs/resnet20-digits/model.pt, trained first if missing")
+    p.add_argument("--data", default=None, help="dataset whose test split verifies (default: the bundled digits)")
+    p.add_argument("--int8", action="store_true", help="calibrate and write the INT8 models")
+    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (TensorRT 11 strongly typed)")
+    p.add_argument("--calib-data", default=None, help="calibration images: dataset, folder (recursive) or "
+                                                      "video file (default: the train split of --data)")
+    p.add_argument("--calib-method", default="auto", choices=["auto", *_calib_methods()],
+                   help="range calibrator; auto keeps the one whose simulated INT8 logits are closest to "
+                        "FP32 on the calibration images (default: %(default)s)")
+    p.add_argument("--percentile", type=float, default=99.99, help="for --calib-method percentile "
+                                                                   "(default: %(default)s)")
+    p.add_argument("--num-calib", type=int, default=512, help="calibration images (default: %(default)s)")
+    p.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration sample (default: %(default)s)")
+    p.add_argument("--every", type=int, default=1, help="video calibration: use every k-th frame (default: 1)")
+    p.add_argument("--calib", default=None, help="use this calib.json instead of calibrating (must match the model)")
+    p.add_argument("--target", default="all", choices=["all", "tensorrt", "cpu"],
+                   help="INT8 flavours: tensorrt = model.int8.onnx (explicit Q/DQ for TensorRT), cpu = "
+                        "model.int8.cpu.onnx (fastest on ONNX Runtime CPU); default: %(default)s")
+    p.add_argument("--tolerance", type=float, default=1.0, help="allowed top-1 drop in points (default: %(default)s)")
+    p.add_argument("--output", default=None, help="run directory (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="PyTorch side (default: %(default)s)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("lint", help="check an INT8 ONNX model against TensorRT's Q/DQ placement rules",
+                       description="Reports every violation by node name; exit status 1 if there is any.")
+    p.add_argument("onnx", help="the .onnx file")
+    p.set_defaults(func=cmd_lint)
     return parser
+
+
+def _calib_methods() -> tuple[str, ...]:
+    from calibration.calibrators import METHODS
+
+    return METHODS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ and every quantized weight. Two placements share it:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -67,6 +67,8 @@ class QuantPlan:
     target: str
     activations: dict[str, ActQuant] = field(default_factory=dict)
     weights: dict[str, WeightQuant] = field(default_factory=dict)  # node name -> weights
+    # node name -> float32 bias replacing the layer's own (bias correction); absent: unchanged
+    biases: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def scale_for(amax: float, levels: int = 127) -> float:
@@ -128,10 +130,33 @@ def activation_points(graph: Graph, target: str) -> dict[str, str]:
     return points
 
 
-def make_plan(graph: Graph, amax: Mapping[str, float], target: str = "tensorrt") -> QuantPlan:
+def corrected_bias(node: Node, wq: WeightQuant, mean: Sequence[float]) -> np.ndarray:
+    """The bias that cancels the mean output shift of rounding the weights.
+
+    Rounding moves each output channel by sum_i (Wq - W)[c, i, ...] * x_i; over the data that
+    shift has the mean sum_i (Wq - W)[c, i, ...] * E[x_i], which the bias can absorb exactly
+    (Nagel et al. 2019, "bias correction"). E[x] is the per-channel input mean measured during
+    calibration; the INT8 arithmetic is unchanged, only the float bias differs.
+    """
+    w = node.module.weight.detach().double().cpu()
+    dw = wq.dequantized().double() - w
+    mu = torch.tensor(list(mean), dtype=torch.float64)
+    if mu.numel() != dw.shape[1] * getattr(node.module, "groups", 1):
+        raise ValueError(f"{node.name}: calibration has {mu.numel()} input channel means, the layer "
+                         f"{dw.shape[1]} input channels; recalibrate this model")
+    shift = dw.sum(dim=tuple(range(2, dw.dim()))) @ mu if dw.dim() > 2 else dw @ mu
+    bias = node.module.bias
+    base = bias.detach().double().cpu() if bias is not None else torch.zeros(dw.shape[0], dtype=torch.float64)
+    return (base - shift).numpy().astype(np.float32)
+
+
+def make_plan(graph: Graph, amax: Mapping[str, float], target: str = "tensorrt",
+              channel_mean: Mapping[str, Sequence[float]] | None = None) -> QuantPlan:
     """The plan for ``target`` from calibrated ranges (``amax`` covers every tensor of ``graph``).
 
-    ``graph`` must be the folded model's: its conv weights are the ones quantized.
+    ``graph`` must be the folded model's: its conv weights are the ones quantized. With
+    ``channel_mean`` (per-channel means of each conv/linear input), biases are corrected for the
+    weight rounding; grouped convolutions keep their bias.
     """
     if graph.of_op("batchnorm"):
         raise ValueError("the model still has BatchNorm layers; fold them first (edge_resnet.fold.fold_batchnorm)")
@@ -147,5 +172,8 @@ def make_plan(graph: Graph, amax: Mapping[str, float], target: str = "tensorrt")
         else:
             plan.activations[name] = ActQuant(scale_for(amax[source]), 128, "uint8")
     for node in graph.of_op("conv", "linear"):
-        plan.weights[node.name] = quantize_weight(node.module.weight)
+        wq = plan.weights[node.name] = quantize_weight(node.module.weight)
+        mean = None if channel_mean is None else channel_mean.get(node.inputs[0])
+        if mean is not None and getattr(node.module, "groups", 1) == 1:
+            plan.biases[node.name] = corrected_bias(node, wq, mean)
     return plan

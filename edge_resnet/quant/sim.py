@@ -36,6 +36,10 @@ class QuantSim(nn.Module):
             for node in self.graph.of_op("conv", "linear"):
                 wq = plan.weights[node.name]
                 node.module.weight.copy_(wq.dequantized().to(node.module.weight.device))
+                if node.name in plan.biases:
+                    if node.module.bias is None:
+                        node.module.bias = nn.Parameter(torch.zeros(node.module.weight.shape[0]))
+                    node.module.bias.copy_(torch.from_numpy(plan.biases[node.name]))
 
     def _visit(self, node: Node, out: Tensor) -> Tensor:
         q = self.plan.activations.get(node.name)

@@ -1,0 +1,386 @@
+"""The export job: checkpoint -> fold -> calibrate -> INT8 plan -> ONNX files -> verify -> manifest.
+
+This is the one module that imports every stage (no stage imports it); the CLI is a thin layer
+over ``export_run``. Everything the user got wrong is found before the first file is written,
+every file is written atomically, and the report is written even when the gate fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from calibration.cache import Calibration, load_calibration, save_calibration, trt_cache_text
+from calibration.calibrate import calibrate_methods, check_reusable, graph_fingerprint
+from calibration.calibrators import METHODS
+from calibration.readers import CalibrationData, open_calibration_data
+from edge_resnet import __version__, atomic
+from edge_resnet.data import Transformed, collate_skip_none, dataset_name, eval_transform, load_dataset
+from edge_resnet.errors import ConfigError, DataError, EdgeResNetError
+from edge_resnet.fold import fold_batchnorm
+from edge_resnet.models.graph import INPUT, OUTPUT, trace
+from edge_resnet.quant import QuantSim, make_plan
+from edge_resnet.quant.select import pick, score_calibrations
+from edge_resnet.training.checkpoint import Checkpoint, load_checkpoint
+from edge_resnet.training.evaluate import check_classes
+from edge_resnet.verify import compare, onnx_backend, run_backends, torch_backend
+from export.lint import lint_model
+from export.onnx_writer import OPSET, build_onnx, save_onnx
+
+log = logging.getLogger("edge_resnet.export")
+
+DEFAULT_RUN = Path("runs") / "resnet20-digits"
+TARGET_CHOICES: tuple[str, ...] = ("all", "tensorrt", "cpu")
+MANIFEST_FORMAT = "edge-resnet/manifest-1"
+# exit status of a run whose report says an accuracy check failed (1 is any error, 2 a usage error)
+EXIT_TOLERANCE = 3
+
+FILES = {
+    "checkpoint": "model.pt",
+    "calib": "calib.json",
+    "cache": "calib.cache",
+    "fp32": "model.fp32.onnx",
+    "fp16": "model.fp16.onnx",
+    "tensorrt": "model.int8.onnx",
+    "cpu": "model.int8.cpu.onnx",
+    "report_json": "report.json",
+    "report_md": "report.md",
+    "manifest": "manifest.json",
+}
+
+Progress = Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]]
+
+
+@contextlib.contextmanager
+def _no_progress(desc: str, total: int) -> Iterator[Callable[[int], None]]:
+    yield lambda n: None
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    model: str | None = None  # checkpoint path or registry name; None: the default run's model
+    data: str | None = None  # dataset: trains a missing model, and its test split verifies
+    int8: bool = False
+    fp16: bool = False
+    calib_data: str | None = None  # None: the train split of ``data``
+    calib_method: str = "auto"  # or one of calibration.calibrators.METHODS
+    percentile: float = 99.99
+    num_calib: int = 512
+    calib_seed: int = 0
+    every: int = 1  # video calibration sources: every k-th frame
+    calib: str | None = None  # a pinned calib.json to use instead of calibrating
+    target: str = "all"
+    tolerance: float = 1.0
+    output: str | None = None
+    batch_size: int = 64
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if self.calib_method not in ("auto", *METHODS):
+            raise ConfigError(f"--calib-method {self.calib_method!r} is not one of auto, {', '.join(METHODS)}")
+        if not 0 < self.percentile <= 100:
+            raise ConfigError(f"--percentile must be in (0, 100], got {self.percentile}")
+        if self.num_calib < 1:
+            raise ConfigError(f"--num-calib must be >= 1, got {self.num_calib}")
+        if self.target not in TARGET_CHOICES:
+            raise ConfigError(f"--target must be one of {', '.join(TARGET_CHOICES)}, got {self.target!r}")
+        if self.tolerance < 0:
+            raise ConfigError(f"--tolerance is in top-1 points and must be >= 0, got {self.tolerance}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.int8 and (self.calib_data or self.calib):
+            raise ConfigError("--calib-data and --calib only apply to INT8; add --int8")
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        if not self.int8:
+            return ()
+        return ("tensorrt", "cpu") if self.target == "all" else (self.target,)
+
+
+@dataclass
+class ExportResult:
+    run_dir: Path
+    files: dict[str, Path]
+    report: Any  # edge_resnet.verify.Report
+    calibration: Any | None  # calibration.cache.Calibration
+    calibration_reused: bool
+    trained: bool
+    lint: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.report.passed
+
+
+# ---------------------------------------------------------------- resolving inputs
+
+
+def _is_path(model: str) -> bool:
+    return model.endswith((".pt", ".pth")) or "/" in model or Path(model).exists()
+
+
+def resolve_checkpoint(opts: ExportOptions, train_monitor: Any = None) -> tuple[Path, bool]:
+    """The checkpoint to export, training the default (or a named) model once if it is missing."""
+    from edge_resnet.models import get_spec
+
+    if opts.model is not None and _is_path(opts.model):
+        path = Path(opts.model)
+        if path.is_dir():
+            path = path / FILES["checkpoint"]
+        if not path.exists():
+            raise EdgeResNetError(f"no checkpoint at {path}; pass a model.pt written by `edge-resnet train`, "
+                                  "or a model name such as resnet20")
+        return path, False
+    arch = opts.model or "resnet20"
+    get_spec(arch)  # an unknown name fails here, listing the valid ones
+    run_dir = Path("runs") / f"{arch}-{dataset_name(opts.data)}"
+    path = run_dir / FILES["checkpoint"]
+    if path.exists():
+        return path, False
+    from edge_resnet.training import TrainConfig, train
+
+    log.warning("no checkpoint at %s: training %s on %s first (this happens once)",
+                path, arch, dataset_name(opts.data))
+    cfg = TrainConfig(model=arch, data=opts.data, output=str(run_dir))
+    train(cfg, monitor=train_monitor)
+    return path, True
+
+
+def _verification_data(ckpt: Checkpoint, opts: ExportOptions, path: Path):
+    trained_on = ckpt.extra.get("dataset")
+    if opts.data is None and trained_on not in (None, "digits"):
+        raise DataError(f"{path} was trained on {trained_on!r}; pass --data with that dataset's folder "
+                        "so its held-out split can verify the export")
+    data = load_dataset(opts.data, seed=int(ckpt.extra.get("seed", 0)))
+    check_classes(ckpt, data, path)
+    if len(data.test) == 0:
+        raise DataError(f"{data.name} has no test images to verify on; add a test/ split")
+    return data
+
+
+def _open_calibration_source(ckpt: Checkpoint, opts: ExportOptions) -> CalibrationData:
+    source = opts.calib_data if opts.calib_data is not None else opts.data
+    return open_calibration_data(source, ckpt.preprocessing, num=opts.num_calib, seed=opts.calib_seed,
+                                 every=opts.every, dataset_seed=int(ckpt.extra.get("seed", 0)))
+
+
+# ---------------------------------------------------------------- the job
+
+
+def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_monitor: Any = None) -> ExportResult:
+    """Run the whole export; see the module docstring.
+
+    Raises:
+        EdgeResNetError: bad options, checkpoint, data, or a pinned calibration that does not fit.
+    """
+    progress = progress or _no_progress
+    opts.validate()
+    ckpt_path, trained = resolve_checkpoint(opts, train_monitor)
+    ckpt = load_checkpoint(ckpt_path)
+    run_dir = Path(opts.output) if opts.output else ckpt_path.parent
+    data = _verification_data(ckpt, opts, ckpt_path)
+    calib_source = _open_calibration_source(ckpt, opts) if opts.int8 and not opts.calib else None
+    pinned = load_calibration(opts.calib) if opts.calib else None
+
+    model = ckpt.build_model()
+    folded = fold_batchnorm(model)
+    graph = trace(folded)
+    fingerprint = graph_fingerprint(graph)
+    if pinned is not None:
+        why = check_reusable(pinned, model=fingerprint, data=None, method=pinned.method,
+                             percentile=pinned.percentile or opts.percentile, bins=pinned.bins)
+        if why:
+            raise EdgeResNetError(f"--calib {opts.calib} does not fit this model: {why}; "
+                                  "leave out --calib to recalibrate")
+    # ---- from here on files are written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    checkpoint_out = run_dir / FILES["checkpoint"]
+    if checkpoint_out.resolve() != ckpt_path.resolve():
+        with atomic.atomic_open(checkpoint_out, "wb") as f, open(ckpt_path, "rb") as src:
+            shutil.copyfileobj(src, f)
+    files["checkpoint"] = checkpoint_out
+    size = ckpt.preprocessing.input_size
+
+    files["fp32"] = run_dir / FILES["fp32"]
+    save_onnx(build_onnx(graph, input_size=size, precision="fp32"), files["fp32"])
+    if opts.fp16:
+        files["fp16"] = run_dir / FILES["fp16"]
+        save_onnx(build_onnx(graph, input_size=size, precision="fp16"), files["fp16"])
+
+    calib, reused, plans, lint = None, False, {}, {}
+    if opts.int8:
+        calib, reused = _calibration(opts, fingerprint, folded, graph, calib_source, pinned, run_dir, progress)
+        files["calib"] = run_dir / FILES["calib"]
+        if not (reused and files["calib"].exists()):
+            save_calibration(files["calib"], calib)
+        files["cache"] = run_dir / FILES["cache"]
+        atomic.write_text(files["cache"], trt_cache_text(_cache_ranges(files["fp32"], calib.amax, graph)))
+        for target in opts.targets:
+            plans[target] = make_plan(graph, calib.amax, target, channel_mean=calib.channel_mean or None)
+            files[target] = run_dir / FILES[target]
+            onnx_model = build_onnx(graph, input_size=size, precision="int8", plan=plans[target])
+            if target == "tensorrt":
+                violations = lint_model(onnx_model)
+                lint[target] = [str(v) for v in violations]
+                if violations:  # our own writer broke TensorRT's rules: a bug, not a user error
+                    raise RuntimeError("model.int8.onnx fails the QDQ lint:\n" + "\n".join(lint[target]))
+            save_onnx(onnx_model, files[target])
+
+    # ---- verification on the held-out split
+    backends = [torch_backend("pytorch_fp32", "PyTorch FP32", model, device=opts.device,
+                              file=str(files["checkpoint"]), size_bytes=files["checkpoint"].stat().st_size)]
+    if "tensorrt" in plans:
+        backends.append(torch_backend("sim_int8", "simulated INT8 (PyTorch)", QuantSim(folded, plans["tensorrt"]),
+                                      device=opts.device))
+    names = {"fp32": "ONNX Runtime FP32", "fp16": "ONNX Runtime FP16",
+             "tensorrt": "ONNX Runtime INT8 (TensorRT target)", "cpu": "ONNX Runtime INT8 (CPU target)"}
+    for key in ("fp32", "fp16", "tensorrt", "cpu"):
+        if key in files:
+            backends.append(onnx_backend(f"onnxruntime_{key}", names[key], str(files[key]),
+                                         size_bytes=files[key].stat().st_size))
+    loader = DataLoader(Transformed(data.test, eval_transform(ckpt.preprocessing)),
+                        batch_size=opts.batch_size, collate_fn=collate_skip_none)
+    with progress("verify", len(data.test)) as step:
+        labels = run_backends(backends, loader, on_batch=step)
+    report = compare(backends, labels, reference="pytorch_fp32", tolerance=opts.tolerance, dataset=data.name,
+                     split="test", sim_pair=("sim_int8", "onnxruntime_tensorrt") if "tensorrt" in plans else None)
+    files["report_json"] = run_dir / FILES["report_json"]
+    files["report_md"] = run_dir / FILES["report_md"]
+    atomic.write_json(files["report_json"], report.to_dict())
+    atomic.write_text(files["report_md"], report.to_markdown())
+
+    files["manifest"] = run_dir / FILES["manifest"]
+    atomic.write_json(files["manifest"], _manifest(ckpt, files, report, calib, lint, opts))
+    return ExportResult(run_dir, files, report, calib, reused, trained, lint)
+
+
+def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: CalibrationData | None,
+                 pinned: Calibration | None, run_dir: Path, progress: Progress) -> tuple[Calibration, bool]:
+    """The pinned calibration, the run directory's if it still fits, or a fresh one."""
+    if pinned is not None:
+        return pinned, True
+    existing = run_dir / FILES["calib"]
+    if existing.exists():
+        try:
+            previous = load_calibration(existing)
+        except EdgeResNetError as e:
+            log.warning("%s; recalibrating", e)
+        else:
+            why = check_reusable(previous, model=fingerprint, data=source.fingerprint, method=opts.calib_method,
+                                 percentile=opts.percentile, bins=previous.bins)
+            if why is None:
+                log.info("reusing %s (same weights, data and settings)", existing)
+                return previous, True
+            log.warning("recalibrating: the existing %s does not fit (%s)", existing.name, why)
+    methods = METHODS if opts.calib_method == "auto" else (opts.calib_method,)
+    start = time.perf_counter()
+    with progress("calibrate", len(source)) as step:
+        calibs = calibrate_methods(graph, source, methods, percentile=opts.percentile,
+                                   batch_size=opts.batch_size, device=opts.device, on_batch=step)
+    calib = calibs[0]
+    if opts.calib_method == "auto":
+        with progress("choose calibrator", len(source)) as step:
+            scores = score_calibrations(folded, graph, calibs, source.batches(opts.batch_size),
+                                        device=opts.device, on_batch=step)
+        calib = pick(calibs, scores)
+        calib.seconds = time.perf_counter() - start
+        log.info("auto calibration: %s", ", ".join(f"{m} {s:.1f} dB" for m, s in scores.items()))
+    if calib.skipped:
+        log.warning("%d of %d calibration images could not be read and were skipped",
+                    calib.skipped, calib.skipped + calib.images)
+    return calib, False
+
+
+def _cache_ranges(fp32_path: Path, amax: dict[str, float], graph) -> dict[str, float]:
+    """amax for every tensor TensorRT's ONNX parser sees in the FP32 model, in graph order.
+
+    Our writer names each tensor as the graph does; the only extra tensor is the strided slice
+    inside an option-A shortcut, which holds a subset of its input's values and so its range.
+    """
+    import onnx
+
+    out: dict[str, float] = {INPUT: amax[INPUT]}
+    for node in onnx.load(str(fp32_path), load_external_data=False).graph.node:
+        for name in node.output:
+            if name in amax:
+                out[name] = amax[name]
+            elif node.op_type == "Slice" and node.input[0] in amax:
+                out[name] = amax[node.input[0]]
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str | None]:
+    import onnx
+    import onnxruntime
+
+    return {"edge_resnet": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "tensorrt": None}
+
+
+def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opts: ExportOptions) -> dict[str, Any]:
+    size = ckpt.preprocessing.input_size
+    precision = {"fp32": "fp32", "fp16": "fp16", "tensorrt": "int8", "cpu": "int8"}
+    entries = {}
+    for key, path in files.items():
+        if key == "manifest":
+            continue
+        entry: dict[str, Any] = {"sha256": _sha256(path), "bytes": path.stat().st_size, "role": key}
+        if key in precision:
+            entry["precision"] = precision[key]
+        if key in ("tensorrt", "cpu"):
+            entry["target"] = key
+        if key == "tensorrt":
+            entry["lint"] = "clean" if not lint.get(key) else lint[key]
+        entries[path.name] = entry
+    return {
+        "format": MANIFEST_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {"arch": ckpt.arch, "shortcut": ckpt.shortcut, "num_classes": ckpt.num_classes,
+                  "trained_on": ckpt.extra.get("dataset")},
+        "input": {"name": INPUT, "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW"},
+        "output": {"name": OUTPUT, "shape": ["batch", ckpt.num_classes], "dtype": "float32"},
+        "preprocessing": ckpt.preprocessing.to_dict(),
+        "labels": list(ckpt.classes),
+        "int8": None if calib is None else {
+            "definition": "symmetric int8, zero point 0; activations per tensor (amax/127), "
+                          "weights per output channel (amax_c/127); round half to even, saturate",
+            "calibration": {"method": calib.method, "percentile": calib.percentile, "images": calib.images,
+                            "skipped": calib.skipped, "data": calib.data},
+            "models": {FILES[t]: t for t in opts.targets},
+        },
+        "opset": OPSET,
+        "files": entries,
+        "versions": _versions(),
+        "accuracy": report.to_dict(),
+    }
+
+
+def options_dict(opts: ExportOptions) -> dict[str, Any]:
+    return asdict(opts)
+
+
+__all__ = ["DEFAULT_RUN", "EXIT_TOLERANCE", "FILES", "TARGET_CHOICES", "ExportOptions", "ExportResult",
+           "export_run", "resolve_checkpoint"]
