@@ -71,6 +71,15 @@ def _weight_input(w: _Writer, node: Node, plan: QuantPlan | None) -> str:
     return w.node("DequantizeLinear", [q, scale, zero], f"{prefix}.weight", f"{prefix}.weight_dequantize", axis=0)
 
 
+def _bias_input(w: _Writer, node: Node, plan: QuantPlan | None) -> list[str]:
+    name = node.target or node.name
+    if plan is not None and node.name in plan.biases:
+        return [w.weight(f"{name}.bias", plan.biases[node.name])]
+    if node.module.bias is not None:
+        return [w.weight(f"{name}.bias", node.module.bias.detach().cpu().numpy())]
+    return []
+
+
 def _emit(w: _Writer, node: Node, args: list[str], out: str, plan: QuantPlan | None) -> None:
     m = node.module
     name = node.target or node.name
@@ -78,17 +87,13 @@ def _emit(w: _Writer, node: Node, args: list[str], out: str, plan: QuantPlan | N
         assert isinstance(m, nn.Conv2d)
         if m.padding_mode != "zeros" or isinstance(m.padding, str):
             raise ValueError(f"{name}: only explicit zero padding is supported")
-        inputs = [args[0], _weight_input(w, node, plan)]
-        if m.bias is not None:
-            inputs.append(w.weight(f"{name}.bias", m.bias.detach().cpu().numpy()))
+        inputs = [args[0], _weight_input(w, node, plan), *_bias_input(w, node, plan)]
         ph, pw = _ints(m.padding)
         w.node("Conv", inputs, out, name, kernel_shape=_ints(m.kernel_size), strides=_ints(m.stride),
                pads=[ph, pw, ph, pw], dilations=_ints(m.dilation), group=m.groups)
     elif node.op == "linear":
         assert isinstance(m, nn.Linear)
-        inputs = [args[0], _weight_input(w, node, plan)]
-        if m.bias is not None:
-            inputs.append(w.weight(f"{name}.bias", m.bias.detach().cpu().numpy()))
+        inputs = [args[0], _weight_input(w, node, plan), *_bias_input(w, node, plan)]
         w.node("Gemm", inputs, out, name, transB=1)
     elif node.op == "relu":
         w.node("Relu", args, out, name)
