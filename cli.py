@@ -158,7 +158,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"verification on {report.dataset} {report.split} ({report.images} images):")
     print(_table(report.table(), Report.HEADER))
     if report.sim_agreement is not None:
-        print(f"simulated vs ONNX Runtime INT8 (TensorRT target): {100 * report.sim_agreement:.2f}% top-1 agreement")
+        print(f"simulated vs ONNX Runtime INT8 (TensorRT target): {100 * report.sim_agreement:.2f}% top-1 agreement, "
+              f"logits {report.sim_sqnr_db:.1f} dB apart")
     for key in ("tensorrt",):
         if key in result.lint:
             print("QDQ lint (TensorRT rules): " + ("clean" if not result.lint[key] else f"{len(result.lint[key])} violations"))

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from calibration.stats import Histogram, TensorStats
+from edge_resnet.fp32 import exact_fp32
 from edge_resnet.models.graph import Graph, Node
 
 
@@ -74,7 +75,7 @@ def collect(
         return out
 
     device = torch.device(device)
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_fp32():
         for batch in batches:
             graph.run(batch.to(device), visit)
             result.images += int(batch.shape[0])

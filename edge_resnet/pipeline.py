@@ -196,7 +196,7 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
     pinned = load_calibration(opts.calib) if opts.calib else None
 
     model = ckpt.build_model()
-    folded = fold_batchnorm(model)
+    folded = fold_batchnorm(model).to(opts.device)  # calibration and the simulation run where asked
     graph = trace(folded)
     fingerprint = graph_fingerprint(graph)
     if pinned is not None:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_resnet.fp32 import exact_fp32
+
 # the simulation must predict ONNX Runtime's INT8 (TensorRT target) to this top-1 agreement
 MIN_SIM_AGREEMENT = 0.995
 
@@ -38,7 +40,7 @@ def torch_backend(key: str, name: str, model: nn.Module, *, device: str = "cpu",
     model = model.eval().to(device)
 
     def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_fp32():
             return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
     return Backend(key, name, run, **kw)
@@ -102,6 +104,7 @@ class Report:
     tolerance: float
     rows: list[Row]
     sim_agreement: float | None = None  # simulated vs ONNX Runtime INT8 (TensorRT target)
+    sim_sqnr_db: float | None = None  # the same pair's logits, ONNX Runtime as the reference
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -116,6 +119,8 @@ class Report:
             "dataset": self.dataset, "split": self.split, "images": self.images,
             "tolerance_top1_points": self.tolerance, "passed": self.passed, "failures": list(self.failures),
             "sim_vs_onnxruntime_int8_agreement": self.sim_agreement,
+            "sim_vs_onnxruntime_int8_sqnr_db": None if self.sim_sqnr_db is None or math.isinf(self.sim_sqnr_db)
+            else self.sim_sqnr_db,
             "min_sim_agreement": MIN_SIM_AGREEMENT,
             "backends": [r.to_dict() for r in self.rows],
         }
@@ -143,7 +148,8 @@ class Report:
                      "drop: top-1 points lost vs PyTorch FP32.")
         if self.sim_agreement is not None:
             lines.append(f"Simulated INT8 vs ONNX Runtime INT8 (TensorRT target): {100 * self.sim_agreement:.2f}% "
-                         f"top-1 agreement (required >= {100 * MIN_SIM_AGREEMENT:.1f}%).")
+                         f"top-1 agreement (required >= {100 * MIN_SIM_AGREEMENT:.1f}%), "
+                         f"logit SQNR {self.sim_sqnr_db:.1f} dB.")
         lines.append("")
         lines.append(f"Tolerance: {self.tolerance:.2f} top-1 points. "
                      + ("PASSED." if self.passed else "FAILED: " + "; ".join(self.failures)))
@@ -196,10 +202,13 @@ def compare(backends: Sequence[Backend], labels: np.ndarray, *, reference: str, 
         if r.drop is not None and r.drop > tolerance:
             report.failures.append(f"{r.name} lost {r.drop:.2f} top-1 points (tolerance {tolerance:.2f})")
     if sim_pair is not None and all(k in logits for k in sim_pair):
-        a, b = (logits[k].argmax(1) for k in sim_pair)
-        report.sim_agreement = float(np.mean(a == b)) if len(a) else 1.0
+        sim, deployed = (logits[k] for k in sim_pair)
+        report.sim_agreement = float(np.mean(sim.argmax(1) == deployed.argmax(1))) if len(sim) else 1.0
+        report.sim_sqnr_db = sqnr_db(deployed, sim)
         if report.sim_agreement < MIN_SIM_AGREEMENT:
             report.failures.append(
                 f"the simulation agrees with ONNX Runtime INT8 on only {100 * report.sim_agreement:.2f}% "
-                f"of top-1 predictions (needs {100 * MIN_SIM_AGREEMENT:.1f}%)")
+                f"of top-1 predictions (needs {100 * MIN_SIM_AGREEMENT:.1f}%; logits {report.sim_sqnr_db:.1f} dB "
+                "apart: where the FP32 top-2 classes nearly tie, float rounding flips INT8 roundings and "
+                "the prediction; a better-trained model decides by larger margins)")
     return report

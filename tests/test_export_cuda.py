@@ -14,7 +14,8 @@ from edge_resnet.training import TrainConfig, train
 @pytest.mark.cuda
 def test_export_int8_on_cuda_matches_cpu(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(TrainConfig(model="resnet8", epochs=2, output=str(run), device="cpu"))
+    # a trained model: near-tied predictions of an untrained one flip under any float rounding
+    train(TrainConfig(model="resnet20", epochs=15, output=str(run), device="cuda"))
     results = {}
     for device in ("cpu", "cuda"):
         out = tmp_path / device

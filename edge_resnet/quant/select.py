@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from calibration.cache import Calibration
+from edge_resnet.fp32 import exact_fp32
 from edge_resnet.models.graph import Graph
 from edge_resnet.quant.plan import make_plan
 from edge_resnet.quant.sim import QuantSim
@@ -29,7 +30,7 @@ def score_calibrations(folded: nn.Module, graph: Graph, calibs: Sequence[Calibra
     folded = folded.eval().to(device)
     signal = 0.0
     noise = dict.fromkeys(sims, 0.0)
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_fp32():
         for x in batches:
             x = x.to(device)
             ref = folded(x).double()

@@ -14,6 +14,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from edge_resnet.fp32 import exact_fp32
 from edge_resnet.models.graph import Graph, Node, trace
 from edge_resnet.quant.plan import ActQuant, QuantPlan
 
@@ -46,4 +47,5 @@ class QuantSim(nn.Module):
         return out if q is None else fake_quantize(out, q)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.graph.run(x, self._visit)
+        with exact_fp32():
+            return self.graph.run(x, self._visit)

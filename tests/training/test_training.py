@@ -321,7 +321,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
 @pytest.mark.cuda
 def test_cuda_amp_channels_last(tmp_path: Path) -> None:
     out = tmp_path / "cuda"
-    cfg = TrainConfig(model="resnet8", epochs=1, device="cuda", amp=True, channels_last=True,
+    cfg = TrainConfig(model="resnet8", epochs=4, device="cuda", amp=True, channels_last=True,
                       batch_size=32, output=str(out))
     result = train(cfg)
     assert _files(out) == RUN_FILES
