@@ -231,7 +231,7 @@ def open_calibration_data(source: str | Path | None, preprocessing: PreprocessSp
             return _open_dataset(cifar_dir, common, num=num, seed=seed, dataset_seed=dataset_seed,
                                  transform=transform)
         _only_video_steps(every, f"the image folder {path}")
-        return _open_folder(path, common, num=num, seed=seed, transform=transform)
+        return _open_folder(path, common, num=num, seed=seed, dataset_seed=dataset_seed, transform=transform)
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS:
         return _open_video(path, common, num=num, seed=seed, every=every, transform=transform)
@@ -319,7 +319,7 @@ def _open_dataset(cifar_dir: Path | None, common: dict[str, Any], *, num: int, s
                            items=_DatasetItems(subset), transform=transform)
 
 
-def _open_folder(root: Path, common: dict[str, Any], *, num: int, seed: int,
+def _open_folder(root: Path, common: dict[str, Any], *, num: int, seed: int, dataset_seed: int,
                  transform: Callable) -> CalibrationData:
     image_root = root / "train" if (root / "train").is_dir() else root
     paths = find_images(image_root)
@@ -332,6 +332,14 @@ def _open_folder(root: Path, common: dict[str, Any], *, num: int, seed: int,
     # ImageFolder layout: every image sits inside a (class) subfolder, none at the top.
     kind = "imagefolder" if all(p.parent != image_root for p in paths) else "images"
     label = f"folder {image_root}"
+    if kind == "imagefolder" and image_root == root:
+        # An ImageFolder without split folders is split by the seed it was trained with
+        # (edge_resnet.data.folder.load_image_folder): calibrate on its train part only, so
+        # the test part that verifies the export stays unseen.
+        from edge_resnet.data.folder import load_image_folder
+
+        paths = sorted(p for p, _ in load_image_folder(root, seed=dataset_seed).train.samples)
+        label = f"folder {root} (its train split)"
     indices = _choose(len(paths), num, seed, label)
     chosen = tuple(paths[i] for i in indices)
     count = f"{len(chosen)} images" if len(chosen) == len(paths) else f"{len(chosen)} of {len(paths)} images"

@@ -344,3 +344,21 @@ def test_truncated_video_skips_the_frames_past_its_end(video: Path, tmp_path: Pa
     frames = [round(v / FRAME_STEP) for v in _grey_levels(batch)]
     assert frames == list(range(len(frames)))
     assert "ended before frame" in caplog.text
+
+
+def test_imagefolder_without_splits_calibrates_on_its_train_split_only(tmp_path: Path) -> None:
+    """The test part of a split-by-seed ImageFolder verifies the export: calibration must not see it."""
+    from edge_resnet.data.folder import load_image_folder
+
+    level = {}
+    for c, cls in enumerate(("cat", "dog")):
+        for i in range(20):
+            level[_write_image(tmp_path / cls / f"{i}.png", 10 * i + 5 * c)] = 10 * i + 5 * c
+    data = open_calibration_data(tmp_path, PLAIN, num=1000, dataset_seed=3)
+    splits = load_image_folder(tmp_path, seed=3)
+    seen = sorted(_grey_levels(_all(data)))
+    assert seen == sorted(level[p] for p, _ in splits.train.samples)
+    assert not set(seen) & {level[p] for p, _ in splits.test.samples}
+    assert data.kind == "imagefolder" and "train split" in data.name
+    other = open_calibration_data(tmp_path, PLAIN, num=1000, dataset_seed=4)
+    assert sorted(_grey_levels(_all(other))) != seen and other.fingerprint != data.fingerprint
