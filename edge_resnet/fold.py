@@ -30,7 +30,7 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     folded = nn.Conv2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
         dilation=conv.dilation, groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
-    ).to(device=conv.weight.device)
+    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
         folded.weight.copy_((w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
         folded.bias.copy_(((b - bn.running_mean.detach().double()) * scale + beta).to(conv.weight.dtype))
