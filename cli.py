@@ -185,6 +185,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
     except Exception as e:  # protobuf raises its own DecodeError; any failure here means "not ONNX"
         raise EdgeResNetError(f"{path} is not a readable ONNX model ({type(e).__name__}); "
                               "pass a .onnx file written by an ONNX exporter") from None
+    if not model.graph.node:  # protobuf reads an empty or foreign file as an empty model
+        raise EdgeResNetError(f"{path} is not a readable ONNX model (it has no graph nodes); "
+                              "pass a .onnx file written by an ONNX exporter")
     violations = lint_model(model)
     for v in violations:
         print(v)

@@ -200,8 +200,7 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
     graph = trace(folded)
     fingerprint = graph_fingerprint(graph)
     if pinned is not None:
-        why = check_reusable(pinned, model=fingerprint, data=None, method=pinned.method,
-                             percentile=pinned.percentile or opts.percentile, bins=pinned.bins)
+        why = check_reusable(pinned, model=fingerprint, data=None, **pinned.settings())
         if why:
             raise EdgeResNetError(f"--calib {opts.calib} does not fit this model: {why}; "
                                   "leave out --calib to recalibrate")

@@ -47,6 +47,8 @@ def pick(calibs: Sequence[Calibration], scores: dict[str, float]) -> Calibration
     """The best-scoring calibration, marked as chosen by "auto" (ties: the earlier method)."""
     best = max(calibs, key=lambda c: scores[c.method])
     best.requested = "auto"
+    # the percentile candidate took part in the choice: its setting belongs to the result
+    best.percentile = next((c.percentile for c in calibs if c.method == "percentile"), None)
     # JSON has no infinity: identical logits score a nominal 999 dB
     best.selection = {m: round(s, 3) if math.isfinite(s) else 999.0 for m, s in scores.items()}
     return best
