@@ -98,9 +98,9 @@ def _is_nonnegative(graph: Graph, node: Node) -> bool:
 def activation_points(graph: Graph, target: str) -> dict[str, str]:
     """Tensors the target quantizes, each mapped to the tensor whose calibrated range it uses.
 
-    Most use their own range. A zero-padded shortcut and (for ``cpu``) a max-pool output reuse
-    their input's: the op only moves values already on that grid, so requantizing with the
-    same scale is exact, and ONNX Runtime needs equal scales to run max-pool in integers.
+    Most use their own range. A zero-padded shortcut and (for ``cpu``) a max-pool or flatten
+    output reuse their input's: the op only moves values already on that grid, so requantizing
+    with the same scale is exact, and ONNX Runtime needs equal scales to run them in integers.
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -118,12 +118,12 @@ def activation_points(graph: Graph, target: str) -> dict[str, str]:
                 points[node.name] = node.inputs[0]
         return points
     for node in graph:
-        if node.name == graph.output or node.op == "avgpool":
-            continue  # logits stay float; the pooled vector is quantized after Flatten
+        if node.name == graph.output:
+            continue  # logits stay float
         consumers = graph.consumers(node.name)
         if node.op in ("conv", "add") and consumers and all(c.op == "relu" for c in consumers):
             continue  # ONNX Runtime folds the ReLU into the next Q: quantize the ReLU output instead
-        if node.op in ("maxpool", "zeropad"):
+        if node.op in ("maxpool", "zeropad", "flatten"):
             points[node.name] = points.get(node.inputs[0], node.inputs[0])
         else:
             points[node.name] = node.name

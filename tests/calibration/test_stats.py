@@ -16,7 +16,7 @@ def on_grid(rng: np.random.Generator, n: int, r: float, bins: int = BINS, top: f
     with magnitudes up to ``top * r`` (the same bin width continued past r when top > 1).
 
     No value then lies near a bin edge of that grid or of any coarser grid (2x, 4x, ... the range),
-    so float32 (torch.histc) and float64 (np.histogram) must agree on every one of them.
+    so float32 (our binning) and float64 (np.histogram) must agree on every one of them.
     """
     w = r / bins
     idx = rng.integers(0, int(bins * top), n)
@@ -165,23 +165,9 @@ def test_merge_of_unaligned_ranges_keeps_totals_and_moves_counts_less_than_a_bin
         assert np.max(np.abs(np.cumsum(got) - np.cumsum(want))) <= want.max()
 
 
-def test_large_tensors_are_counted_exactly_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    # histc counts in float32; the collector splits tensors above 2**24 elements. Shrink the chunk
-    # so the split path runs here on a small tensor and must give the same counts as one call.
-    import calibration.stats as stats_module
-
-    x = torch.from_numpy(on_grid(np.random.default_rng(6), 10_001, 1.0)).view(73, 137)
-    whole = TensorStats(BINS)
-    whole.update(x)
-    monkeypatch.setattr(stats_module, "_HISTC_CHUNK", 1000)
-    chunked = TensorStats(BINS)
-    chunked.update(x.t())  # non-contiguous too
-    np.testing.assert_array_equal(chunked.pos, whole.pos)
-    np.testing.assert_array_equal(chunked.neg, whole.neg)
-
 
 def test_counts_above_float32_precision_stay_exact() -> None:
-    # 2**24 + 1 zeros is not a float32 number: one histc call (float32 counts) would report 2**24
+    # 2**24 + 1 zeros is not a float32 number: counting in float32 (torch.histc) would report 2**24
     x = torch.zeros(2**24 + 2)
     x[0] = 1.0
     s = TensorStats(BINS)

@@ -223,7 +223,10 @@ def test_cpu_points() -> None:
     for add in adds:  # every Add here feeds only a ReLU
         assert add.name not in points
     assert plan.activations["input"].zero_point == 128
-    assert plan.activations["flatten"].zero_point == 0 and "avgpool" not in points and OUTPUT not in points
+    # the pooled vector is quantized where it is produced (QLinearGlobalAveragePool); Flatten keeps its grid
+    assert points["avgpool"] == "avgpool" and points["flatten"] == "avgpool" and OUTPUT not in points
+    assert plan.activations["flatten"] == plan.activations["avgpool"]
+    assert plan.activations["avgpool"].zero_point == 0
 
 
 def test_plan_weights_and_scales() -> None:
