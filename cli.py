@@ -126,17 +126,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Bars:
-    """tqdm bars for the library's progress callbacks (hidden when stderr is not a terminal)."""
+@contextlib.contextmanager
+def _progress_bar(desc: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar for the library's progress callbacks (hidden when stderr is not a terminal)."""
+    from tqdm import tqdm
 
-    @staticmethod
-    @contextlib.contextmanager
-    def bar(desc: str, total: int) -> Iterator[Callable[[int], None]]:
-        from tqdm import tqdm
-
-        with tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True,
-                  file=sys.stderr, disable=None) as t:
-            yield t.update
+    with tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True,
+              file=sys.stderr, disable=None) as t:
+        yield t.update
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -148,7 +145,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         calib_method=args.calib_method, percentile=args.percentile, num_calib=args.num_calib,
         calib_seed=args.calib_seed, every=args.every, calib=args.calib, target=args.target,
         tolerance=args.tolerance, output=args.output, batch_size=args.batch_size, device=args.device)
-    result = export_run(opts, progress=_Bars.bar, train_monitor=_ProgressMonitor())
+    result = export_run(opts, progress=_progress_bar, train_monitor=_ProgressMonitor())
     report = result.report
     calib = result.calibration
     if calib is not None:
@@ -160,9 +157,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if report.sim_agreement is not None:
         print(f"simulated vs ONNX Runtime INT8 (TensorRT target): {100 * report.sim_agreement:.2f}% top-1 agreement, "
               f"logits {report.sim_sqnr_db:.1f} dB apart")
-    for key in ("tensorrt",):
-        if key in result.lint:
-            print("QDQ lint (TensorRT rules): " + ("clean" if not result.lint[key] else f"{len(result.lint[key])} violations"))
+    if "tensorrt" in result.lint:
+        violations = result.lint["tensorrt"]
+        print("QDQ lint (TensorRT rules): " + (f"{len(violations)} violations" if violations else "clean"))
     print(f"wrote {result.run_dir}/: " + ", ".join(p.name for p in result.files.values()))
     if not report.passed:
         for f in report.failures:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from calibration.calibrators import MIN_AMAX
 from edge_resnet import atomic
 from edge_resnet.errors import EdgeResNetError
 
@@ -106,7 +107,7 @@ def model_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 def trt_scale_hex(amax: float) -> str:
     """TensorRT's encoding of a range: scale = amax / 127 as big-endian float32 bits in hex."""
-    return struct.pack(">f", np.float32(max(float(amax), 1e-6) / 127)).hex()
+    return struct.pack(">f", np.float32(max(float(amax), MIN_AMAX) / 127)).hex()
 
 
 def trt_cache_text(amax: Mapping[str, float], trt_version: str = "8.5") -> str:

@@ -17,6 +17,10 @@ import torch
 
 from calibration.stats import Histogram
 
+# the smallest range a scale is made from: a tensor calibration never saw move (all zeros)
+# still needs a positive scale
+MIN_AMAX = 1e-6
+
 METHODS = ("max", "percentile", "entropy", "mse")
 
 

@@ -32,10 +32,6 @@ class Statistics:
     def channel_means(self) -> dict[str, list[float]]:
         return {k: (v / max(self.channel_counts[k], 1)).tolist() for k, v in self.channel_sums.items()}
 
-    def derived_from(self, name: str) -> str:
-        node = self.graph[name]
-        return node.inputs[0] if node.op == "relu" else name
-
     def histogram(self, name: str) -> Histogram:
         node = self.graph[name]
         if node.op == "relu":

@@ -188,7 +188,8 @@ class CalibrationData:
 
 
 def open_calibration_data(source: str | Path | None, preprocessing: PreprocessSpec, *, num: int = 512,
-                          seed: int = 0, every: int = 1, dataset_seed: int = 0) -> CalibrationData:
+                          seed: int = 0, every: int = 1, dataset_seed: int = 0,
+                          exclude_heldout: bool = False) -> CalibrationData:
     """Choose the calibration items of ``source`` (nothing is decoded yet).
 
     Args:
@@ -201,6 +202,10 @@ def open_calibration_data(source: str | Path | None, preprocessing: PreprocessSp
         every: for videos, only frames 0, every, 2*every, ... are candidates.
         dataset_seed: the split seed of a dataset source, as given to ``load_dataset`` (it
             decides which images are the train split).
+        exclude_heldout: the folder is also the dataset that verifies the model: a class-folder
+            tree without split folders then calibrates on its seeded train split only (as
+            ``load_image_folder`` splits it), so its test split stays unseen. Otherwise every
+            image under the folder is a candidate, subfolders or not.
 
     Raises:
         DataError: a missing path, an empty folder, an unopenable or empty video, a single
@@ -231,7 +236,8 @@ def open_calibration_data(source: str | Path | None, preprocessing: PreprocessSp
             return _open_dataset(cifar_dir, common, num=num, seed=seed, dataset_seed=dataset_seed,
                                  transform=transform)
         _only_video_steps(every, f"the image folder {path}")
-        return _open_folder(path, common, num=num, seed=seed, dataset_seed=dataset_seed, transform=transform)
+        return _open_folder(path, common, num=num, seed=seed, dataset_seed=dataset_seed,
+                            exclude_heldout=exclude_heldout, transform=transform)
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS:
         return _open_video(path, common, num=num, seed=seed, every=every, transform=transform)
@@ -320,7 +326,7 @@ def _open_dataset(cifar_dir: Path | None, common: dict[str, Any], *, num: int, s
 
 
 def _open_folder(root: Path, common: dict[str, Any], *, num: int, seed: int, dataset_seed: int,
-                 transform: Callable) -> CalibrationData:
+                 exclude_heldout: bool, transform: Callable) -> CalibrationData:
     image_root = root / "train" if (root / "train").is_dir() else root
     paths = find_images(image_root)
     if not paths:
@@ -332,7 +338,7 @@ def _open_folder(root: Path, common: dict[str, Any], *, num: int, seed: int, dat
     # ImageFolder layout: every image sits inside a (class) subfolder, none at the top.
     kind = "imagefolder" if all(p.parent != image_root for p in paths) else "images"
     label = f"folder {image_root}"
-    if kind == "imagefolder" and image_root == root:
+    if kind == "imagefolder" and image_root == root and exclude_heldout:
         # An ImageFolder without split folders is split by the seed it was trained with
         # (edge_resnet.data.folder.load_image_folder): calibrate on its train part only, so
         # the test part that verifies the export stays unseen.
@@ -350,7 +356,11 @@ def _open_folder(root: Path, common: dict[str, Any], *, num: int, seed: int, dat
 
 def _open_video(path: Path, common: dict[str, Any], *, num: int, seed: int, every: int,
                 transform: Callable) -> CalibrationData:
-    import cv2
+    try:
+        import cv2
+    except ImportError:
+        raise DataError(f"reading the video {path} needs OpenCV: pip install 'edge-resnet[video]' "
+                        "(on a Jetson, JetPack's own cv2 works too)") from None
 
     cap = cv2.VideoCapture(str(path))
     try:

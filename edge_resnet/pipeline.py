@@ -1,8 +1,10 @@
 """The export job: checkpoint -> fold -> calibrate -> INT8 plan -> ONNX files -> verify -> manifest.
 
 This is the one module that imports every stage (no stage imports it); the CLI is a thin layer
-over ``export_run``. Everything the user got wrong is found before the first file is written,
-every file is written atomically, and the report is written even when the gate fails.
+over ``export_run``. Everything the user got wrong (calibration data that turns out unreadable
+included) is found before the first file is written, every file is written atomically, files an
+earlier export left that this one does not produce are removed (the manifest first), and the
+report is written even when the gate fails.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +37,26 @@ from edge_resnet.quant import QuantSim, make_plan
 from edge_resnet.quant.select import pick, score_calibrations
 from edge_resnet.training.checkpoint import Checkpoint, load_checkpoint
 from edge_resnet.training.evaluate import check_classes
+from edge_resnet.training.loop import resolve_device
 from edge_resnet.verify import compare, onnx_backend, run_backends, torch_backend
 from export.lint import lint_model
 from export.onnx_writer import OPSET, build_onnx, save_onnx
 
 log = logging.getLogger("edge_resnet.export")
 
-DEFAULT_RUN = Path("runs") / "resnet20-digits"
 TARGET_CHOICES: tuple[str, ...] = ("all", "tensorrt", "cpu")
 MANIFEST_FORMAT = "edge-resnet/manifest-1"
 # exit status of a run whose report says an accuracy check failed (1 is any error, 2 a usage error)
 EXIT_TOLERANCE = 3
+
+INT8_DEFINITIONS = {
+    "tensorrt": "symmetric int8, zero point 0; activations per tensor (amax/127), weights per output "
+                "channel (amax_c/127); round half to even, saturate; Q/DQ on Conv/Gemm inputs and residual "
+                "shortcuts (TensorRT explicit quantization)",
+    "cpu": "uint8 activations per tensor: ReLU outputs zero point 0 over [0, amax] (amax/255), signed tensors "
+           "zero point 128 (amax/127); int8 weights per output channel (amax_c/127), zero point 0; "
+           "Q/DQ also on conv outputs, so ONNX Runtime runs QLinearConv/QLinearAdd",
+}
 
 FILES = {
     "checkpoint": "model.pt",
@@ -152,10 +163,15 @@ def resolve_checkpoint(opts: ExportOptions, train_monitor: Any = None) -> tuple[
         return path, False
     from edge_resnet.training import TrainConfig, train
 
-    log.warning("no checkpoint at %s: training %s on %s first (this happens once)",
-                path, arch, dataset_name(opts.data))
     cfg = TrainConfig(model=arch, data=opts.data, output=str(run_dir))
-    train(cfg, monitor=train_monitor)
+    resume = (run_dir / "last.pt").exists()
+    if resume:
+        log.warning("no checkpoint at %s, but an interrupted training left %s: resuming it",
+                    path, run_dir / "last.pt")
+    else:
+        log.warning("no checkpoint at %s: training %s on %s first (this happens once)",
+                    path, arch, dataset_name(opts.data))
+    train(cfg, resume=resume, monitor=train_monitor)
     return path, True
 
 
@@ -173,8 +189,11 @@ def _verification_data(ckpt: Checkpoint, opts: ExportOptions, path: Path):
 
 def _open_calibration_source(ckpt: Checkpoint, opts: ExportOptions) -> CalibrationData:
     source = opts.calib_data if opts.calib_data is not None else opts.data
+    # the verification data's own folder: calibrate on its train part only, its test part verifies
+    same = source is None or (opts.data is not None and Path(source).resolve() == Path(opts.data).resolve())
     return open_calibration_data(source, ckpt.preprocessing, num=opts.num_calib, seed=opts.calib_seed,
-                                 every=opts.every, dataset_seed=int(ckpt.extra.get("seed", 0)))
+                                 every=opts.every, dataset_seed=int(ckpt.extra.get("seed", 0)),
+                                 exclude_heldout=same)
 
 
 # ---------------------------------------------------------------- the job
@@ -188,7 +207,13 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
     """
     progress = progress or _no_progress
     opts.validate()
+    device = resolve_device(opts.device)
+    if opts.output is not None and Path(opts.output).exists() and not Path(opts.output).is_dir():
+        raise ConfigError(f"--output {opts.output} is a file; it must be a (new or existing) directory")
     ckpt_path, trained = resolve_checkpoint(opts, train_monitor)
+    if opts.output is None and ckpt_path.name != FILES["checkpoint"]:
+        raise ConfigError(f"exporting {ckpt_path} into its own directory would replace the "
+                          f"{FILES['checkpoint']} there; pass --output DIR for this export")
     ckpt = load_checkpoint(ckpt_path)
     run_dir = Path(opts.output) if opts.output else ckpt_path.parent
     data = _verification_data(ckpt, opts, ckpt_path)
@@ -196,7 +221,7 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
     pinned = load_calibration(opts.calib) if opts.calib else None
 
     model = ckpt.build_model()
-    folded = fold_batchnorm(model).to(opts.device)  # calibration and the simulation run where asked
+    folded = fold_batchnorm(model).to(device)  # calibration and the simulation run where asked
     graph = trace(folded)
     fingerprint = graph_fingerprint(graph)
     if pinned is not None:
@@ -204,8 +229,15 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
         if why:
             raise EdgeResNetError(f"--calib {opts.calib} does not fit this model: {why}; "
                                   "leave out --calib to recalibrate")
+    # calibrate before writing anything: unreadable calibration data must not leave a half-updated run
+    calib, calib_origin = None, None
+    if opts.int8:
+        calib, calib_origin = _calibration(opts, fingerprint, folded, graph, calib_source, pinned, run_dir,
+                                           progress, device)
+
     # ---- from here on files are written
     run_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale(run_dir, opts)
     files: dict[str, Path] = {}
     checkpoint_out = run_dir / FILES["checkpoint"]
     if checkpoint_out.resolve() != ckpt_path.resolve():
@@ -220,11 +252,10 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
         files["fp16"] = run_dir / FILES["fp16"]
         save_onnx(build_onnx(graph, input_size=size, precision="fp16"), files["fp16"])
 
-    calib, reused, plans, lint = None, False, {}, {}
-    if opts.int8:
-        calib, reused = _calibration(opts, fingerprint, folded, graph, calib_source, pinned, run_dir, progress)
+    plans, lint = {}, {}
+    if calib is not None:
         files["calib"] = run_dir / FILES["calib"]
-        if not (reused and files["calib"].exists()):
+        if calib_origin != "run directory":  # a fresh or pinned calibration belongs in this run
             save_calibration(files["calib"], calib)
         files["cache"] = run_dir / FILES["cache"]
         atomic.write_text(files["cache"], trt_cache_text(_cache_ranges(files["fp32"], calib.amax, graph)))
@@ -240,11 +271,11 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
             save_onnx(onnx_model, files[target])
 
     # ---- verification on the held-out split
-    backends = [torch_backend("pytorch_fp32", "PyTorch FP32", model, device=opts.device,
+    backends = [torch_backend("pytorch_fp32", "PyTorch FP32", model, device=device,
                               file=str(files["checkpoint"]), size_bytes=files["checkpoint"].stat().st_size)]
     if "tensorrt" in plans:
         backends.append(torch_backend("sim_int8", "simulated INT8 (PyTorch)", QuantSim(folded, plans["tensorrt"]),
-                                      device=opts.device))
+                                      device=device))
     names = {"fp32": "ONNX Runtime FP32", "fp16": "ONNX Runtime FP16",
              "tensorrt": "ONNX Runtime INT8 (TensorRT target)", "cpu": "ONNX Runtime INT8 (CPU target)"}
     for key in ("fp32", "fp16", "tensorrt", "cpu"):
@@ -264,14 +295,29 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
 
     files["manifest"] = run_dir / FILES["manifest"]
     atomic.write_json(files["manifest"], _manifest(ckpt, files, report, calib, lint, opts))
-    return ExportResult(run_dir, files, report, calib, reused, trained, lint)
+    return ExportResult(run_dir, files, report, calib, calib_origin in ("run directory", "pinned"), trained,
+                        lint)
+
+
+def _remove_stale(run_dir: Path, opts: ExportOptions) -> None:
+    """Delete what an earlier export left that this one will not rewrite (the manifest first, so a
+    directory caught mid-export never has a manifest vouching for a mix of old and new files)."""
+    produced = {"checkpoint", "fp32", "report_json", "report_md", "manifest", *opts.targets}
+    if opts.fp16:
+        produced.add("fp16")
+    if opts.int8:
+        produced |= {"calib", "cache"}
+    for key in ("manifest", *FILES):
+        if key == "manifest" or key not in produced:
+            (run_dir / FILES[key]).unlink(missing_ok=True)
 
 
 def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: CalibrationData | None,
-                 pinned: Calibration | None, run_dir: Path, progress: Progress) -> tuple[Calibration, bool]:
-    """The pinned calibration, the run directory's if it still fits, or a fresh one."""
+                 pinned: Calibration | None, run_dir: Path, progress: Progress,
+                 device: torch.device) -> tuple[Calibration, str]:
+    """The pinned calibration, the run directory's if it still fits, or a fresh one; and which."""
     if pinned is not None:
-        return pinned, True
+        return pinned, "pinned"
     existing = run_dir / FILES["calib"]
     if existing.exists():
         try:
@@ -283,25 +329,26 @@ def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: C
                                  percentile=opts.percentile, bins=previous.bins)
             if why is None:
                 log.info("reusing %s (same weights, data and settings)", existing)
-                return previous, True
+                return previous, "run directory"
             log.warning("recalibrating: the existing %s does not fit (%s)", existing.name, why)
     methods = METHODS if opts.calib_method == "auto" else (opts.calib_method,)
     start = time.perf_counter()
     with progress("calibrate", len(source)) as step:
         calibs = calibrate_methods(graph, source, methods, percentile=opts.percentile,
-                                   batch_size=opts.batch_size, device=opts.device, on_batch=step)
+                                   batch_size=opts.batch_size, device=device, on_batch=step)
     calib = calibs[0]
     if opts.calib_method == "auto":
         with progress("choose calibrator", len(source)) as step:
+            # choose for the model that is written (the TensorRT one when both are)
             scores = score_calibrations(folded, graph, calibs, source.batches(opts.batch_size),
-                                        device=opts.device, on_batch=step)
+                                        target=opts.targets[0], device=device, on_batch=step)
         calib = pick(calibs, scores)
         calib.seconds = time.perf_counter() - start
         log.info("auto calibration: %s", ", ".join(f"{m} {s:.1f} dB" for m, s in scores.items()))
     if calib.skipped:
         log.warning("%d of %d calibration images could not be read and were skipped",
                     calib.skipped, calib.skipped + calib.images)
-    return calib, False
+    return calib, "fresh"
 
 
 def _cache_ranges(fp32_path: Path, amax: dict[str, float], graph) -> dict[str, float]:
@@ -364,11 +411,10 @@ def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opt
         "preprocessing": ckpt.preprocessing.to_dict(),
         "labels": list(ckpt.classes),
         "int8": None if calib is None else {
-            "definition": "symmetric int8, zero point 0; activations per tensor (amax/127), "
-                          "weights per output channel (amax_c/127); round half to even, saturate",
-            "calibration": {"method": calib.method, "percentile": calib.percentile, "images": calib.images,
-                            "skipped": calib.skipped, "data": calib.data},
-            "models": {FILES[t]: t for t in opts.targets},
+            "calibration": {"method": calib.method, "requested": calib.requested or calib.method,
+                            "percentile": calib.percentile, "images": calib.images,
+                            "skipped": calib.skipped, "data": calib.data, "bias_correction": bool(calib.channel_mean)},
+            "models": {FILES[t]: {"target": t, "definition": INT8_DEFINITIONS[t]} for t in opts.targets},
         },
         "opset": OPSET,
         "files": entries,
@@ -377,9 +423,5 @@ def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opt
     }
 
 
-def options_dict(opts: ExportOptions) -> dict[str, Any]:
-    return asdict(opts)
-
-
-__all__ = ["DEFAULT_RUN", "EXIT_TOLERANCE", "FILES", "TARGET_CHOICES", "ExportOptions", "ExportResult",
+__all__ = ["EXIT_TOLERANCE", "FILES", "TARGET_CHOICES", "ExportOptions", "ExportResult",
            "export_run", "resolve_checkpoint"]

@@ -348,3 +348,61 @@ def test_model_may_be_a_moved_run_directory(run: tuple[Path, str], tmp_path: Pat
     assert rc == 0, captured.err
     assert "(reused)" in captured.out and f"wrote {moved}/" in captured.out
     assert os.listdir(tmp_path) == ["moved"]
+
+
+# ---------------------------------------------------------------- the run directory stays consistent
+
+
+def test_exporting_another_checkpoint_into_its_own_directory_is_refused(
+        ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    copy_checkpoint(ckpt, run_dir)
+    shutil.copy(run_dir / "model.pt", run_dir / "last.pt")
+    before = listing(run_dir)
+    rc = cli.main(["export", "--model", str(run_dir / "last.pt"), *FAST])
+    user_error(rc, capsys.readouterr(), "model.pt", "--output")
+    assert listing(run_dir) == before
+
+
+def test_unreadable_calibration_images_fail_before_any_file_is_written(
+        ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(3):
+        (bad / f"{i}.jpg").write_bytes(os.urandom(300))
+    out = tmp_path / "out"
+    rc = cli.main(["export", "--model", str(ckpt), "--int8", "--calib-data", str(bad), *FAST, "--output", str(out)])
+    user_error(rc, capsys.readouterr())
+    assert not out.exists() or listing(out) == {}
+
+
+def test_a_later_export_removes_what_it_does_not_rewrite(run: tuple[Path, str], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(run[0], out)
+    assert (out / "model.int8.cpu.onnx").exists() and (out / "calib.json").exists()
+    assert cli.main(["export", "--model", str(out / "model.pt"), *FAST]) == 0  # FP32 only now
+    names = set(listing(out))
+    assert {"model.int8.onnx", "model.int8.cpu.onnx", "calib.json", "calib.cache"}.isdisjoint(names)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    assert manifest["int8"] is None
+
+
+def test_a_pinned_calibration_replaces_the_run_directorys(run: tuple[Path, str], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(run[0], out)
+    pinned = tmp_path / "pinned.json"
+    assert cli.main(["export", "--model", str(out / "model.pt"), "--int8", "--calib-method", "entropy", *FAST,
+                     "--output", str(tmp_path / "other")]) == 0
+    shutil.copy(tmp_path / "other" / "calib.json", pinned)
+    assert load_calibration(out / "calib.json").method == "max"
+    assert cli.main(["export", "--model", str(out / "model.pt"), "--int8", "--calib", str(pinned), *FAST]) == 0
+    assert load_calibration(out / "calib.json") == load_calibration(pinned)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_error(ckpt: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["export", "--model", str(ckpt), "--device", "cuda", "--output", str(tmp_path / "o")])
+    user_error(rc, capsys.readouterr(), "--device cuda")
+    assert not (tmp_path / "o").exists()

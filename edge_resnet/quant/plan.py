@@ -24,13 +24,12 @@ from typing import Literal
 import numpy as np
 import torch
 
+from calibration.calibrators import MIN_AMAX, weight_amax
 from edge_resnet.models.graph import Graph, Node
 
 Target = Literal["tensorrt", "cpu"]
 TARGETS: tuple[str, ...] = ("tensorrt", "cpu")
 
-# a tensor calibration never saw move (all zeros) still needs a positive scale
-_MIN_AMAX = 1e-6
 
 
 @dataclass(frozen=True)
@@ -73,13 +72,13 @@ class QuantPlan:
 
 def scale_for(amax: float, levels: int = 127) -> float:
     """The float32 scale for a calibrated range; ONNX stores float32, so round to it here."""
-    return float(np.float32(max(float(amax), _MIN_AMAX) / levels))
+    return float(np.float32(max(float(amax), MIN_AMAX) / levels))
 
 
 def quantize_weight(w: torch.Tensor) -> WeightQuant:
     """Symmetric per-output-channel int8 (axis 0 for Conv OIHW and Gemm with transB)."""
     w = w.detach().float().cpu()
-    amax = w.abs().reshape(w.shape[0], -1).amax(dim=1).clamp_min(_MIN_AMAX)
+    amax = weight_amax(w).clamp_min(MIN_AMAX)
     scale = (amax / 127).numpy().astype(np.float32)
     shape = (-1,) + (1,) * (w.dim() - 1)
     # round half to even (torch.round), and |w| <= amax keeps q within [-127, 127]

@@ -99,7 +99,6 @@ def test_relu_histogram_is_the_relu_part_of_its_input(graph: Graph) -> None:
     seen = _observe(graph, batches)
     for node in graph.of_op("relu"):
         source = node.inputs[0]
-        assert stats.derived_from(node.name) == source
         h, ref = stats.histogram(node.name), stats.stats[source].histogram("relu")
         np.testing.assert_array_equal(h.counts, ref.counts)
         assert (h.width, h.amax) == (ref.width, ref.amax)

@@ -354,11 +354,13 @@ def test_imagefolder_without_splits_calibrates_on_its_train_split_only(tmp_path:
     for c, cls in enumerate(("cat", "dog")):
         for i in range(20):
             level[_write_image(tmp_path / cls / f"{i}.png", 10 * i + 5 * c)] = 10 * i + 5 * c
-    data = open_calibration_data(tmp_path, PLAIN, num=1000, dataset_seed=3)
+    everything = open_calibration_data(tmp_path, PLAIN, num=1000, dataset_seed=3)
+    assert sorted(_grey_levels(_all(everything))) == sorted(level.values())  # a calibration-only folder
+    data = open_calibration_data(tmp_path, PLAIN, num=1000, dataset_seed=3, exclude_heldout=True)
     splits = load_image_folder(tmp_path, seed=3)
     seen = sorted(_grey_levels(_all(data)))
     assert seen == sorted(level[p] for p, _ in splits.train.samples)
     assert not set(seen) & {level[p] for p, _ in splits.test.samples}
     assert data.kind == "imagefolder" and "train split" in data.name
-    other = open_calibration_data(tmp_path, PLAIN, num=1000, dataset_seed=4)
+    other = open_calibration_data(tmp_path, PLAIN, num=1000, dataset_seed=4, exclude_heldout=True)
     assert sorted(_grey_levels(_all(other))) != seen and other.fingerprint != data.fingerprint

@@ -1,0 +1,136 @@
+"""Inference backends: a float32 NCHW batch in, float32 logits out.
+
+Only ONNX Runtime for now; a TensorRT engine backend comes with the TensorRT/Jetson work.
+``onnxruntime`` is imported when a backend is built, so ``import edge_resnet.runtime`` works on a
+box that has only the TensorRT Python bindings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_resnet.errors import EdgeResNetError
+
+log = logging.getLogger(__name__)
+
+# best first; ORT places each node on the first provider in the list that can run it
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
+
+Provider = str | tuple[str, dict[str, Any]]  # a name, or (name, options) as ORT accepts them
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise EdgeResNetError("onnxruntime is not installed; `pip install onnxruntime` (onnxruntime-gpu for "
+                              "CUDA, or the Jetson wheel from NVIDIA's Jetson Zoo on a Jetson)") from None
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    """The execution providers this onnxruntime build offers, as ORT reports them."""
+    return list(_ort().get_available_providers())
+
+
+def default_providers(available: Sequence[str] | None = None) -> list[str]:
+    """The best available of TensorRT, CUDA and CPU, best first (CPU always, as the last resort).
+
+    The TensorRT provider builds an engine when the session starts (seconds to minutes on a Jetson);
+    pass ``providers=["CUDAExecutionProvider", "CPUExecutionProvider"]`` to skip it.
+    """
+    available = available_providers() if available is None else available
+    chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+    return chosen if "CPUExecutionProvider" in chosen else [*chosen, "CPUExecutionProvider"]
+
+
+def provider_names(providers: Sequence[Provider]) -> list[str]:
+    return [p if isinstance(p, str) else p[0] for p in providers]
+
+
+def uses_gpu(providers: Sequence[Provider]) -> bool:
+    return any(name in GPU_PROVIDERS for name in provider_names(providers))
+
+
+def _session_errors(ort: Any) -> tuple[type[BaseException], ...]:
+    # ORT's own exception types derive from Exception, not RuntimeError
+    state = ort.capi.onnxruntime_pybind11_state
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf", "InvalidGraph",
+             "NotImplemented", "RuntimeException", "ModelLoaded")
+    return (RuntimeError, ValueError, *(getattr(state, n) for n in names if hasattr(state, n)))
+
+
+class OnnxRuntimeBackend:
+    """An ONNX Runtime session over one model file.
+
+    Args:
+        path: the .onnx file.
+        providers: execution providers, best first (names or (name, options)); None: ``default_providers()``.
+            A provider this onnxruntime does not offer is an error, not a silent fall-back to CPU.
+        threads: intra-op threads; 0 lets ORT choose (one per physical core).
+    """
+
+    def __init__(self, path: str | Path, providers: Sequence[Provider] | None = None, threads: int = 0) -> None:
+        ort = _ort()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EdgeResNetError(f"no model file at {self.path}")
+        available = list(ort.get_available_providers())
+        requested = default_providers(available) if providers is None else list(providers)
+        missing = [p for p in provider_names(requested) if p not in available]
+        if missing or not requested:
+            raise EdgeResNetError(f"execution provider(s) {missing or requested} not available in this onnxruntime "
+                                  f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA/TensorRT")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3  # ORT's warnings go to stderr, past our logging
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=requested)
+        except _session_errors(ort) as e:
+            raise EdgeResNetError(f"onnxruntime cannot load {self.path} ({' '.join(str(e).split())[:300]}); "
+                                  "re-export it with `edge-resnet export`") from None
+        # what ORT really uses: a provider it could not start (e.g. TensorRT without its libraries) is dropped
+        self.providers: list[str] = list(self.session.get_providers())
+        if provider_names(requested)[0] not in self.providers:
+            log.warning("%s: %s could not start; running on %s", self.path.name, provider_names(requested)[0],
+                        ", ".join(self.providers))
+        inp = self.session.get_inputs()[0]
+        self.input_name: str = inp.name
+        self.input_shape: tuple[int | str | None, ...] = tuple(inp.shape)
+        self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        batch = self.input_shape[0] if self.input_shape else None
+        # an ONNX with a fixed batch (e.g. 1) gets the batch in pieces of that size
+        self.fixed_batch: int | None = batch if isinstance(batch, int) and batch > 0 else None
+
+    @property
+    def name(self) -> str:
+        return f"onnxruntime ({self.providers[0]})"
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (N, classes) float32 for an (N, C, H, W) batch."""
+        expected = self.input_shape[1:]
+        if batch.ndim != len(self.input_shape) or any(
+                isinstance(d, int) and d != n for d, n in zip(expected, batch.shape[1:], strict=False)):
+            raise EdgeResNetError(f"{self.path.name} takes input of shape {list(self.input_shape)}, "
+                                  f"got {list(batch.shape)}")
+        x = np.ascontiguousarray(batch, dtype=self._dtype)
+        if self.fixed_batch is None or len(x) == self.fixed_batch:
+            return self._run(x)
+        b = self.fixed_batch
+        out = []
+        for start in range(0, len(x), b):
+            part = x[start:start + b]
+            n = len(part)
+            if n < b:  # pad the last piece; its padding rows are dropped below
+                part = np.concatenate([part, np.zeros((b - n, *part.shape[1:]), part.dtype)])
+            out.append(self._run(part)[:n])
+        return np.concatenate(out)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)

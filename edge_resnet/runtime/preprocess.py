@@ -1,0 +1,159 @@
+"""The preprocessing of training and evaluation, reproduced without torch.
+
+Training and evaluation apply ``edge_resnet.data.transforms.eval_transform``: torchvision's v2
+``Resize(resize)`` + ``CenterCrop(input_size)`` on a PIL image, then scaling to [0, 1], an optional
+RGB -> BGR flip and the mean/std normalisation. This module does the same steps with the same
+library where it matters: the resize is PIL's own ``Image.resize`` with the same filter (that is
+what torchvision calls for PIL images, antialiased by construction), so both sides share one
+resize implementation; the output size and crop offset use torchvision's integer rules, copied
+below; the arithmetic is the same float32 operations in the same order. The result matches the
+training pipeline bit for bit on real photographs (tests/runtime checks it per spec).
+
+Frames from OpenCV are BGR; pass ``order="BGR"`` and they are flipped to RGB before anything else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from edge_resnet.errors import ConfigError, EdgeResNetError
+
+# PreprocessSpec's defaults (edge_resnet.data.preprocessing), for specs that leave them out
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# torchvision's pil_modes_mapping for the interpolations a PreprocessSpec allows
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+SPEC_FIELDS = ("input_size", "resize", "mean", "std", "interpolation", "channel_order", "layout")
+ORDERS = ("RGB", "BGR")
+
+Frame = Any  # a PIL image or a uint8 numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
+
+
+def resized_size(height: int, width: int, resize: int) -> tuple[int, int]:
+    """(height, width) after torchvision's ``Resize(resize)``: the shorter side becomes ``resize``,
+    the longer one ``int(resize * long / short)`` (truncated, not rounded: 300x451 -> 256x384)."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = resize, int(resize * long / short)
+    return (new_long, new_short) if width <= height else (new_short, new_long)
+
+
+def crop_origin(height: int, width: int, crop: int) -> tuple[int, int]:
+    """(top, left) of torchvision's ``CenterCrop(crop)``: Python's round(), so a .5 goes to the even side."""
+    return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB, exactly as ``edge_resnet.data.folder.to_rgb`` (a test keeps them equal):
+    alpha is dropped, not composited; 16/32-bit greys keep their top byte."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode.startswith("I"):
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB")
+
+
+def frame_to_pil(frame: Frame, order: str = "RGB") -> Image.Image:
+    """A PIL image or a uint8 numpy frame (``order`` gives its channel order) as an RGB PIL image."""
+    if order not in ORDERS:
+        raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    if isinstance(frame, Image.Image):
+        return to_rgb(frame)
+    if not isinstance(frame, np.ndarray):
+        raise EdgeResNetError(f"a frame must be a PIL image or a numpy array, got {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise EdgeResNetError(f"numpy frames must be uint8 (as cameras and OpenCV deliver them), got {frame.dtype}; "
+                              "convert with np.clip(x, 0, 255).astype(np.uint8)")
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[..., 0]
+    if frame.ndim == 2:
+        return Image.fromarray(frame).convert("RGB")
+    if frame.ndim != 3 or frame.shape[2] not in (3, 4) or 0 in frame.shape:
+        raise EdgeResNetError(f"a numpy frame must be (H, W), (H, W, 3) or (H, W, 4), got shape {frame.shape}")
+    # alpha is dropped, as to_rgb does for RGBA images; BGR(A) is reversed to RGB
+    rgb = frame[..., 2::-1] if order == "BGR" else frame[..., :3]
+    return Image.fromarray(np.ascontiguousarray(rgb))
+
+
+class Preprocessor:
+    """A PreprocessSpec (as the dict a manifest holds) applied to frames: NCHW float32 batches.
+
+    Unknown fields are refused rather than ignored: a newer export that adds a step must not be
+    run with preprocessing that silently skips it.
+    """
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        unknown = set(spec) - set(SPEC_FIELDS)
+        if unknown:
+            raise ConfigError(f"preprocessing spec has fields {sorted(unknown)} this runtime does not know; "
+                              "use the edge-resnet version that exported the model")
+        try:
+            self.input_size = int(spec["input_size"])
+            self.resize = int(spec["resize"])
+            mean = tuple(float(v) for v in spec.get("mean", IMAGENET_MEAN))
+            std = tuple(float(v) for v in spec.get("std", IMAGENET_STD))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"preprocessing spec needs input_size and resize with numeric mean/std ({e!r})") from None
+        self.interpolation = str(spec.get("interpolation", "bilinear"))
+        self.channel_order = str(spec.get("channel_order", "RGB"))
+        layout = str(spec.get("layout", "NCHW"))
+        if self.input_size < 1 or self.resize < self.input_size:
+            raise ConfigError(f"preprocessing needs 1 <= input_size <= resize, got input_size={self.input_size} "
+                              f"resize={self.resize}")
+        if self.interpolation not in RESAMPLE:
+            raise ConfigError(f"interpolation {self.interpolation!r} is not one of {tuple(RESAMPLE)}")
+        if self.channel_order not in ORDERS or layout != "NCHW":
+            raise ConfigError(f"unsupported channel order/layout {self.channel_order}/{layout}; use RGB or BGR, NCHW")
+        if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+            raise ConfigError(f"mean and std need three finite values with std > 0, got {mean} {std}")
+        self.mean, self.std = mean, std
+        # float32, as torchvision's Normalize casts them to the image's dtype
+        self._mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+        self._std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        self._resample = RESAMPLE[self.interpolation]
+
+    def __repr__(self) -> str:
+        return (f"Preprocessor(input_size={self.input_size}, resize={self.resize}, "
+                f"interpolation={self.interpolation!r}, channel_order={self.channel_order!r})")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one preprocessed image."""
+        return 3, self.input_size, self.input_size
+
+    def image(self, frame: Frame, order: str = "RGB") -> np.ndarray:
+        """One frame as a (3, input_size, input_size) float32 array."""
+        img = frame_to_pil(frame, order)
+        h, w = resized_size(img.height, img.width, self.resize)
+        if (h, w) != (img.height, img.width):  # torchvision skips the resize in this case too
+            img = img.resize((w, h), resample=self._resample)
+        top, left = crop_origin(h, w, self.input_size)
+        s = self.input_size
+        pixels = np.asarray(img)[top:top + s, left:left + s]
+        # torchvision's ToDtype(scale=True): uint8 -> float32, times float32(1/255)
+        x = pixels.transpose(2, 0, 1).astype(np.float32) * np.float32(1.0 / 255)
+        if self.channel_order == "BGR":
+            x = x[::-1]
+        # mean/std are in channel_order, so they apply after the flip, as in training
+        return (x - self._mean) / self._std
+
+    def __call__(self, frames: Frame | Sequence[Frame], order: str = "RGB") -> np.ndarray:
+        """A frame, a sequence of frames or an (N, H, W, C) uint8 array as an (N, 3, S, S) float32 batch."""
+        if isinstance(frames, Image.Image) or (isinstance(frames, np.ndarray) and frames.ndim in (2, 3)):
+            frames = [frames]
+        if len(frames) == 0:
+            raise EdgeResNetError("no frames to preprocess (got an empty batch)")
+        out = np.empty((len(frames), *self.shape), dtype=np.float32)
+        for i, frame in enumerate(frames):
+            out[i] = self.image(frame, order)
+        return out
