@@ -109,6 +109,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from edge_resnet.experiments import run_degradation
+
+    result = run_degradation(data=args.data, models=args.models, shortcut=args.shortcut, epochs=args.epochs,
+                             seed=args.seed, output=args.output, batch_size=args.batch_size,
+                             limit_train=args.limit_train, monitor=_ProgressMonitor())
+    rows = [(c.model, f"{c.final_train_error:.2f}%", f"{c.tail_train_error:.2f}%", f"{c.val_error[-1]:.2f}%",
+             f"{c.test_error:.2f}%", f"{c.seconds:.0f}s") for c in result.curves.values()]
+    print(_table(rows, ("model", "train err", "train err (last 20%)", "val err", "test err", "time")))
+    for c in result.comparisons:
+        print(f"{c.question} {c.statement}")
+    print(f"wrote {result.output}/: " + ", ".join(p.name for p in result.files.values())
+          + f" ({result.seconds / 60:.1f} min)")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from edge_resnet import atomic
     from edge_resnet.training.evaluate import eval_json_path, evaluate_checkpoint
@@ -254,6 +270,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Runs under `torchrun --nproc-per-node N` unchanged.")
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("experiment", help="reproduce a finding of the paper (degradation: plain vs ResNet depth)",
+                       description="degradation: train plain and residual nets of two depths with one budget and "
+                                   "seed; write degradation.json/.png/.md with per-epoch errors and a verdict.")
+    p.add_argument("name", choices=["degradation"], help="the experiment")
+    p.add_argument("--data", default=None, help="ImageFolder or CIFAR-10 folder (default: the bundled digits)")
+    p.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"],
+                   help="CIFAR model names (default: plain20 plain56 resnet20 resnet56)")
+    p.add_argument("--shortcut", default="A", choices=["A", "B"], help="for the ResNets (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=30, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--limit-train", type=int, default=None, help="train on about this many images (default: all)")
+    p.add_argument("--output", default="runs/degradation", help="default: %(default)s")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("--model", default=str(DEFAULT_RUN / "model.pt"), help="checkpoint (default: %(default)s)")
