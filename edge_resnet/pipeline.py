@@ -10,7 +10,6 @@ report is written even when the gate fails.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import platform
 import shutil
@@ -369,14 +368,6 @@ def _cache_ranges(fp32_path: Path, amax: dict[str, float], graph) -> dict[str, f
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _versions() -> dict[str, str | None]:
     import onnx
     import onnxruntime
@@ -393,7 +384,7 @@ def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opt
     for key, path in files.items():
         if key == "manifest":
             continue
-        entry: dict[str, Any] = {"sha256": _sha256(path), "bytes": path.stat().st_size, "role": key}
+        entry: dict[str, Any] = {"sha256": atomic.sha256_file(path), "bytes": path.stat().st_size, "role": key}
         if key in precision:
             entry["precision"] = precision[key]
         if key in ("tensorrt", "cpu"):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -17,3 +20,29 @@ def randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
                 m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
                 m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
                 m.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op threads: tiny batches gain nothing from more, and OpenMP threads
+    spinning on a busy 2-core machine make each small convolution up to 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def observed_amax(graph, x: torch.Tensor) -> dict[str, float]:
+    """max |value| of every tensor of a traced graph (edge_resnet.models.graph) over the batch ``x``:
+    calibration ranges computed independently of the calibration package."""
+    amax: dict[str, float] = {}
+
+    def visit(node, out: torch.Tensor) -> torch.Tensor:
+        amax[node.name] = max(amax.get(node.name, 0.0), float(out.abs().max()))
+        return out
+
+    with torch.no_grad():
+        graph.run(x, visit)
+    return amax

@@ -11,24 +11,13 @@ from torch.utils.data import Dataset
 
 from edge_resnet.data.datasets import SPLITS, DatasetSplits, stratified_split
 from edge_resnet.errors import DataError
+from edge_resnet.imaging import to_rgb
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # train / val / test fractions when the folder has no split of its own
 FOLDER_FRACTIONS = (0.8, 0.1, 0.1)
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode (grey, palette, RGBA, CMYK, 16-bit) as 8-bit RGB."""
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode.startswith("I"):
-        # 16/32-bit greys: keep the top byte rather than clipping at 255.
-        img = img.point(lambda v: v / 256).convert("L")
-    return img.convert("RGB")
 
 
 def open_rgb(path: str | Path) -> Image.Image:

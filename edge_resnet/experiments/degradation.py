@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any
 
 from edge_resnet import atomic
 from edge_resnet.data import load_dataset
+from edge_resnet.environment import machine
 from edge_resnet.errors import ConfigError
 from edge_resnet.models import get_spec, list_models
 from edge_resnet.training import TrainConfig, TrainMonitor, train
@@ -245,17 +245,3 @@ def write_outputs(result: DegradationResult) -> None:
     atomic.write_json(result.files["json"], result.to_dict())
     render_plot(result, result.files["png"])
     atomic.write_text(result.files["md"], render_markdown(result))
-
-
-def machine() -> str:
-    """CPU, cores, torch and GPU: enough to read a wall time against."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {gpu}"

@@ -8,13 +8,13 @@ re-exported without its manifest) is refused instead of silently classifying wit
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_resnet.atomic import sha256_file
 from edge_resnet.errors import EdgeResNetError
 
 MANIFEST_NAME = "manifest.json"
@@ -84,14 +84,6 @@ class Manifest:
             if sha256_file(path) != entry.sha256:
                 raise EdgeResNetError(f"{path} does not match the sha256 in its manifest (changed or truncated "
                                       "since the export); re-export the run with `edge-resnet export`")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_manifest(run_dir_or_manifest: str | Path, *, verify: bool = False) -> Manifest:

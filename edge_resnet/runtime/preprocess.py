@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from edge_resnet.errors import ConfigError, EdgeResNetError
+from edge_resnet.imaging import to_rgb
 
 # PreprocessSpec's defaults (edge_resnet.data.preprocessing), for specs that leave them out
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,18 +50,6 @@ def resized_size(height: int, width: int, resize: int) -> tuple[int, int]:
 def crop_origin(height: int, width: int, crop: int) -> tuple[int, int]:
     """(top, left) of torchvision's ``CenterCrop(crop)``: Python's round(), so a .5 goes to the even side."""
     return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode as 8-bit RGB, exactly as ``edge_resnet.data.folder.to_rgb`` (a test keeps them equal):
-    alpha is dropped, not composited; 16/32-bit greys keep their top byte."""
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode.startswith("I"):
-        img = img.point(lambda v: v / 256).convert("L")
-    return img.convert("RGB")
 
 
 def frame_to_pil(frame: Frame, order: str = "RGB") -> Image.Image:

@@ -29,7 +29,7 @@ from edge_resnet.models.graph import INPUT, OUTPUT, Graph, Node, trace
 from edge_resnet.quant import QuantPlan, make_plan
 from export.lint import lint_model
 from export.onnx_writer import build_onnx, save_onnx
-from tests.helpers import randomise_bn
+from tests.helpers import observed_amax, randomise_bn, torch_threads
 
 CONFIGS = [("resnet20", "A"), ("resnet20", "B"), ("resnet20", "C"), ("plain20", "B"),
            ("resnet18", "B"), ("resnet50", "B")]
@@ -38,12 +38,8 @@ IDS = [f"{n}-{s}" for n, s in CONFIGS]
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
-    # tiny batches gain nothing from intra-op threads, and OpenMP threads spinning on a busy
-    # 2-core machine make each small convolution up to 50x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @dataclass(frozen=True)
@@ -67,15 +63,8 @@ def _setup(name: str, shortcut: str) -> Setup:
     graph = trace(folded)
     size = 32 if get_spec(name).family == "cifar" else 64
     x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
-    amax: dict[str, float] = {}
-
-    def visit(node: Node, out: torch.Tensor) -> torch.Tensor:
-        amax[node.name] = max(amax.get(node.name, 0.0), float(out.abs().max()))
-        return out
-
-    calib = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(2))
+    amax = observed_amax(graph, torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(2)))
     with torch.no_grad():
-        graph.run(calib, visit)
         ref = model(x).numpy()
     return Setup(model, folded, graph, size, x, ref, amax)
 

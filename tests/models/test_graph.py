@@ -16,17 +16,13 @@ from torch import nn
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models import create_model
 from edge_resnet.models.graph import INPUT, OUTPUT, Graph, Node, trace
-from tests.helpers import randomise_bn
+from tests.helpers import randomise_bn, torch_threads
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
-    # tiny batches gain nothing from intra-op threads, and OpenMP threads spinning on a busy
-    # 2-core machine make each small convolution up to 50x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def _model(name: str, shortcut: str = "B") -> nn.Module:

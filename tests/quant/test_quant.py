@@ -29,17 +29,13 @@ from edge_resnet.quant import ActQuant, QuantSim, activation_points, fake_quanti
 from edge_resnet.quant.plan import quantize_weight, scale_for
 from edge_resnet.quant.select import pick, score_calibrations
 from export.onnx_writer import build_onnx
-from tests.helpers import randomise_bn
+from tests.helpers import observed_amax, randomise_bn, torch_threads
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
-    # tiny batches gain nothing from intra-op threads, and OpenMP threads spinning on a busy
-    # 2-core machine make each small convolution up to 50x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @dataclass(frozen=True)
@@ -54,16 +50,7 @@ def _batch(n: int, seed: int, size: int = 32) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def _amax(graph: Graph, x: torch.Tensor) -> dict[str, float]:
-    amax: dict[str, float] = {}
-
-    def visit(node: Node, out: torch.Tensor) -> torch.Tensor:
-        amax[node.name] = max(amax.get(node.name, 0.0), float(out.abs().max()))
-        return out
-
-    with torch.no_grad():
-        graph.run(x, visit)
-    return amax
+_amax = observed_amax
 
 
 @functools.cache
