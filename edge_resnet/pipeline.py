@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch.utils.data import DataLoader
 
@@ -246,7 +247,8 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
     size = ckpt.preprocessing.input_size
 
     files["fp32"] = run_dir / FILES["fp32"]
-    save_onnx(build_onnx(graph, input_size=size, precision="fp32"), files["fp32"])
+    fp32_model = build_onnx(graph, input_size=size, precision="fp32")
+    save_onnx(fp32_model, files["fp32"])
     if opts.fp16:
         files["fp16"] = run_dir / FILES["fp16"]
         save_onnx(build_onnx(graph, input_size=size, precision="fp16"), files["fp16"])
@@ -257,7 +259,7 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
         if calib_origin != "run directory":  # a fresh or pinned calibration belongs in this run
             save_calibration(files["calib"], calib)
         files["cache"] = run_dir / FILES["cache"]
-        atomic.write_text(files["cache"], trt_cache_text(_cache_ranges(files["fp32"], calib.amax, graph)))
+        atomic.write_text(files["cache"], trt_cache_text(_cache_ranges(fp32_model, calib.amax)))
         for target in opts.targets:
             plans[target] = make_plan(graph, calib.amax, target, channel_mean=calib.channel_mean or None)
             files[target] = run_dir / FILES[target]
@@ -350,16 +352,14 @@ def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: C
     return calib, "fresh"
 
 
-def _cache_ranges(fp32_path: Path, amax: dict[str, float], graph) -> dict[str, float]:
+def _cache_ranges(fp32_model: onnx.ModelProto, amax: dict[str, float]) -> dict[str, float]:
     """amax for every tensor TensorRT's ONNX parser sees in the FP32 model, in graph order.
 
     Our writer names each tensor as the graph does; the only extra tensor is the strided slice
     inside an option-A shortcut, which holds a subset of its input's values and so its range.
     """
-    import onnx
-
     out: dict[str, float] = {INPUT: amax[INPUT]}
-    for node in onnx.load(str(fp32_path), load_external_data=False).graph.node:
+    for node in fp32_model.graph.node:
         for name in node.output:
             if name in amax:
                 out[name] = amax[name]
@@ -369,7 +369,6 @@ def _cache_ranges(fp32_path: Path, amax: dict[str, float], graph) -> dict[str, f
 
 
 def _versions() -> dict[str, str | None]:
-    import onnx
     import onnxruntime
 
     return {"edge_resnet": __version__, "python": platform.python_version(), "torch": torch.__version__,
