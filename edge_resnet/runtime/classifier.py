@@ -12,6 +12,13 @@ runs about 3-4x faster (resnet20 at 32x32, batch 64: 22 ms vs 88 ms on two cores
 accuracy, so when no GPU provider is in use "int8" means the CPU target whenever the run has one.
 With a GPU provider it means the TensorRT target, which is what the TensorRT provider expects.
 ``"int8-cpu"`` asks for the CPU target whatever the provider.
+
+Which backend runs it (``backend=``): "auto" takes a TensorRT engine from the run directory or
+bundle when TensorRT is importable and an engine of that precision was built for this very
+system (its ``<engine>.json`` key matches the GPU, TensorRT, JetPack and the manifest's ONNX
+checksum), else ONNX Runtime. An engine built for something else is passed over with a warning
+naming ``edge-resnet build-engine``, which rebuilds it; loading never builds (minutes) by surprise.
+"tensorrt" insists on an engine, "onnxruntime" never uses one.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ log = logging.getLogger(__name__)
 
 # model choice -> the role the export gives that file in the manifest (edge_resnet.pipeline.FILES)
 MODEL_ROLES = {"int8": "tensorrt", "int8-cpu": "cpu", "fp32": "fp32", "fp16": "fp16"}
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
+# the engine precision that stands for each model choice
+ENGINE_PRECISION = {"int8": "int8", "fp32": "fp32", "fp16": "fp16"}
 # the export command that writes each model choice, for "re-export with ..." messages
 EXPORT_HINT = {"int8": "edge-resnet export --int8", "int8-cpu": "edge-resnet export --int8 --target cpu",
                "fp32": "edge-resnet export", "fp16": "edge-resnet export --fp16"}
@@ -102,7 +112,7 @@ class Classifier:
     can time each on its own.
     """
 
-    def __init__(self, backend: OnnxRuntimeBackend, preprocess: Preprocessor, labels: Sequence[str],
+    def __init__(self, backend: Any, preprocess: Preprocessor, labels: Sequence[str],
                  manifest: Manifest | None = None) -> None:
         self.backend, self.preprocess, self.labels = backend, preprocess, tuple(labels)
         self.manifest = manifest
@@ -113,7 +123,7 @@ class Classifier:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, model: str = "int8", providers: Sequence[Provider] | None = None,
-                 threads: int = 0, verify: bool = True) -> Classifier:
+                 threads: int = 0, verify: bool = True, backend: str = "auto") -> Classifier:
         """The classifier of a run directory (or its manifest.json).
 
         Args:
@@ -122,14 +132,23 @@ class Classifier:
             providers: ONNX Runtime execution providers, best first; None: the best available.
             threads: intra-op threads for ONNX Runtime (0: its default).
             verify: check the chosen model file against the manifest's sha256 before loading it.
+            backend: "auto" (a matching TensorRT engine, else ONNX Runtime), "tensorrt" or "onnxruntime".
 
         Raises:
             EdgeResNetError: missing or invalid manifest, a model the run lacks, a changed model file,
                 or a provider this onnxruntime does not offer.
         """
+        if backend not in BACKENDS:
+            raise EdgeResNetError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
         manifest = load_manifest(run_dir)
         if manifest.layout != "NCHW":
             raise EdgeResNetError(f"{manifest.run_dir}: input layout {manifest.layout} is not supported (NCHW only)")
+        if backend != "onnxruntime" and model in ENGINE_PRECISION:
+            engine = _engine_backend(manifest, ENGINE_PRECISION[model], required=backend == "tensorrt")
+            if engine is not None:
+                return cls(engine, Preprocessor(manifest.preprocessing), manifest.labels, manifest)
+        elif backend == "tensorrt":
+            raise EdgeResNetError(f"model {model!r} has no TensorRT engine form; use int8, fp16 or fp32")
         resolved = default_providers(available_providers()) if providers is None else list(providers)
         path = select_model(manifest, model, resolved)
         if verify and path.parent.resolve() == manifest.run_dir.resolve() and path.name in manifest.files:
@@ -182,3 +201,41 @@ class Classifier:
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise EdgeResNetError(f"cannot read image {path} ({e})") from None
         return self.predict(rgb, top_k=top_k)[0]
+
+
+def _engine_backend(manifest: Manifest, precision: str, required: bool) -> Any:
+    """A TensorRTBackend on the best engine of ``precision`` valid on this system, or None (auto only)."""
+    from edge_resnet.runtime.tensorrt_backend import TensorRTBackend, tensorrt_version
+    from export.engine_key import find_engines, probe_system
+
+    def fail_or_none(why: str) -> None:
+        if required:
+            raise EdgeResNetError(why)
+        log.info("%s; using ONNX Runtime", why)
+        return None
+
+    if tensorrt_version() is None:
+        return fail_or_none("TensorRT is not importable here (install python3-libnvinfer on JetPack, or "
+                            "`pip install tensorrt`)")
+    if not any(manifest.run_dir.glob("*.engine")):
+        return fail_or_none(f"{manifest.run_dir} has no TensorRT engine; build one with "
+                            f"`edge-resnet build-engine {manifest.run_dir} --precision {precision}`")
+
+    def sha256_of(name: str) -> str | None:
+        entry = manifest.files.get(name)
+        return entry.sha256 if entry is not None else None
+
+    usable, skipped = find_engines(manifest.run_dir, probe_system(), precision, sha256_of)
+    for line in skipped:
+        log.warning("passing over %s", line)
+    if not usable:
+        return fail_or_none(f"no {precision} engine in {manifest.run_dir} was built for this system; rebuild with "
+                            f"`edge-resnet build-engine {manifest.run_dir} --precision {precision}`")
+    engine, _ = usable[0]
+    try:
+        return TensorRTBackend(engine)
+    except EdgeResNetError as e:
+        if required:
+            raise
+        log.warning("%s; using ONNX Runtime", e)
+        return None

@@ -8,9 +8,10 @@ re-exported without its manifest) is refused instead of silently classifying wit
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,14 @@ class Manifest:
     versions: dict[str, Any]
     # the export's accuracy report (report.json), for tables that show accuracy beside speed
     accuracy: dict[str, Any] | None
+    # a Jetson bundle's own section (validation set, origin); None in a run directory
+    bundle: dict[str, Any] | None = None
+    # the whole JSON as read, for writers that carry it on (edge-resnet bundle)
+    data: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def raw(self) -> dict[str, Any]:
+        """A copy of the manifest's JSON."""
+        return copy.deepcopy(self.data)
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
@@ -83,7 +92,8 @@ class Manifest:
                                       "directory, or re-export it with `edge-resnet export`")
             if sha256_file(path) != entry.sha256:
                 raise EdgeResNetError(f"{path} does not match the sha256 in its manifest (changed or truncated "
-                                      "since the export); re-export the run with `edge-resnet export`")
+                                      "since it was written); refusing it: copy the run or bundle again, or "
+                                      "re-export it with `edge-resnet export`")
 
 
 def load_manifest(run_dir_or_manifest: str | Path, *, verify: bool = False) -> Manifest:
@@ -151,6 +161,8 @@ def _parse(raw: dict[str, Any], path: Path) -> Manifest:
         model=dict(raw.get("model") or {}),
         versions=dict(raw.get("versions") or {}),
         accuracy=raw.get("accuracy"),
+        bundle=raw.get("bundle") if isinstance(raw.get("bundle"), dict) else None,
+        data=raw,
     )
 
 

@@ -120,21 +120,28 @@ class Preprocessor:
         """(C, H, W) of one preprocessed image."""
         return 3, self.input_size, self.input_size
 
-    def image(self, frame: Frame, order: str = "RGB") -> np.ndarray:
-        """One frame as a (3, input_size, input_size) float32 array."""
+    def pixels(self, frame: Frame, order: str = "RGB") -> np.ndarray:
+        """The resized, centre-cropped RGB pixels of one frame: (input_size, input_size, 3) uint8."""
         img = frame_to_pil(frame, order)
         h, w = resized_size(img.height, img.width, self.resize)
         if (h, w) != (img.height, img.width):  # torchvision skips the resize in this case too
             img = img.resize((w, h), resample=self._resample)
         top, left = crop_origin(h, w, self.input_size)
         s = self.input_size
-        pixels = np.asarray(img)[top:top + s, left:left + s]
+        return np.asarray(img)[top:top + s, left:left + s]
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """Cropped RGB pixels (..., S, S, 3) uint8 as the network's input (..., 3, S, S) float32."""
         # torchvision's ToDtype(scale=True): uint8 -> float32, times float32(1/255)
-        x = pixels.transpose(2, 0, 1).astype(np.float32) * np.float32(1.0 / 255)
+        x = np.moveaxis(pixels, -1, -3).astype(np.float32) * np.float32(1.0 / 255)
         if self.channel_order == "BGR":
-            x = x[::-1]
+            x = x[..., ::-1, :, :]
         # mean/std are in channel_order, so they apply after the flip, as in training
         return (x - self._mean) / self._std
+
+    def image(self, frame: Frame, order: str = "RGB") -> np.ndarray:
+        """One frame as a (3, input_size, input_size) float32 array."""
+        return self.normalize(self.pixels(frame, order))
 
     def __call__(self, frames: Frame | Sequence[Frame], order: str = "RGB") -> np.ndarray:
         """A frame, a sequence of frames or an (N, H, W, C) uint8 array as an (N, 3, S, S) float32 batch."""

@@ -1,0 +1,213 @@
+"""The Jetson bundle on disk: one folder and a .tar.gz of it, and their safe unpacking.
+
+```
+<name>/
+  manifest.json      the run's manifest: every file below with its sha256, input, preprocessing,
+                     labels, versions, the workstation's accuracy report, plus a "bundle" section
+  model.fp32.onnx    model.int8.onnx    model.int8.cpu.onnx    model.fp16.onnx (those the run has)
+  calib.cache        TensorRT calibration cache (implicit INT8 / DLA builds)
+  validation.npz     held-out samples (cropped uint8 pixels), labels and the FP32 logits for them
+  build_engine.sh    the trtexec recipe for TensorRT 8.5/8.6, 10.x and 11.x
+<name>.tar.gz        the folder, regular files only, owner root, modes 0644/0755
+<name>.tar.gz.sha256
+```
+
+``write_bundle`` is given the validation arrays (the job in ``edge_resnet.deploy`` computes them);
+``safe_extract`` unpacks an archive refusing absolute paths, ``..``, links, devices, more than one
+top-level folder and archives over the size or file-count limits. Neither imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from edge_resnet import __version__, atomic
+from edge_resnet.errors import EdgeResNetError
+
+VALIDATION = "validation.npz"
+SCRIPT = "build_engine.sh"
+MANIFEST = "manifest.json"
+# the run's files a bundle carries, by the role the export gave them
+BUNDLED_ROLES = ("fp32", "tensorrt", "cpu", "fp16", "cache")
+MAX_BYTES = 4 << 30
+MAX_FILES = 256
+
+
+def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, validation: Mapping[str, np.ndarray],
+                 validation_info: Mapping[str, Any], script: str) -> tuple[Path, Path]:
+    """Write ``out_dir`` and ``out_dir``.tar.gz; returns (folder, archive).
+
+    Args:
+        manifest: the run's manifest as a dict (its files must have been verified by the caller).
+        validation: arrays "pixels" (N, S, S, 3) uint8, "labels" (N,) and "logits" (N, K) float32.
+        validation_info: what the manifest says about them (split, tolerance, ...).
+
+    The folder is assembled in a temporary sibling and renamed into place, so an interrupted run
+    leaves no half bundle under the final name. An existing bundle there is replaced; any other
+    existing folder is refused.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / MANIFEST).is_file():
+        raise EdgeResNetError(f"{out_dir} exists and is not a bundle; choose another --output or remove it")
+    files = {name: e for name, e in manifest["files"].items() if e.get("role") in BUNDLED_ROLES}
+    if not any(e.get("role") in ("fp32", "tensorrt", "fp16") for e in files.values()):
+        raise EdgeResNetError(f"{run_dir} has no ONNX model to bundle; run `edge-resnet export --int8` first")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name in files:
+            shutil.copyfile(run_dir / name, tmp / name)
+        with atomic.atomic_open(tmp / VALIDATION, "wb") as f:
+            np.savez_compressed(f, pixels=validation["pixels"], labels=validation["labels"],
+                                logits=validation["logits"])
+        (tmp / SCRIPT).write_text(script, encoding="utf-8")
+        (tmp / SCRIPT).chmod(0o755)
+        listed = {name: dict(files[name]) for name in files}
+        listed[VALIDATION] = {"role": "validation"}
+        listed[SCRIPT] = {"role": "script"}
+        for name, entry in listed.items():
+            entry["sha256"] = atomic.sha256_file(tmp / name)
+            entry["bytes"] = (tmp / name).stat().st_size
+        bundle_manifest = {**manifest, "files": listed, "bundle": {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "edge_resnet": __version__,
+            "source_run": str(run_dir), "validation": {"file": VALIDATION, **validation_info}}}
+        atomic.write_json(tmp / MANIFEST, bundle_manifest)
+        for p in tmp.iterdir():
+            p.chmod(0o755 if p.name == SCRIPT else 0o644)
+        tmp.chmod(0o755)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    archive = out_dir.with_name(out_dir.name + ".tar.gz")
+    _write_archive(out_dir, archive)
+    archive.chmod(0o644)
+    atomic.write_text(archive.with_name(archive.name + ".sha256"), f"{atomic.sha256_file(archive)}  {archive.name}\n")
+    return out_dir, archive
+
+
+def _write_archive(folder: Path, archive: Path) -> None:
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mode = 0o755 if info.isdir() or info.name.endswith(".sh") else 0o644
+        return info
+
+    with atomic.atomic_open(archive, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
+        tar.add(folder, arcname=folder.name, recursive=False, filter=clean)
+        for p in sorted(folder.iterdir()):
+            tar.add(p, arcname=f"{folder.name}/{p.name}", recursive=False, filter=clean)
+
+
+def _member_path(name: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if name.startswith(("/", "\\")) or path.is_absolute() or ".." in path.parts or "\\" in name or ":" in name:
+        raise EdgeResNetError(f"unsafe path {name!r} in the archive (absolute or leaving the folder); refusing it")
+    return path
+
+
+def safe_extract(archive: str | Path, into: str | Path | None = None, *, max_bytes: int = MAX_BYTES,
+                 max_files: int = MAX_FILES) -> Path:
+    """Unpack a bundle archive into ``into`` (default: beside the archive); returns the bundle folder.
+
+    Only regular files and folders inside one top-level folder are accepted; anything else
+    (absolute paths, ``..``, symbolic or hard links, devices, FIFOs), more than ``max_files``
+    members or more than ``max_bytes`` in all refuses the whole archive before a byte is written.
+    The folder appears under its final name only when everything is unpacked.
+
+    Raises:
+        EdgeResNetError: unreadable or unsafe archive, or the target folder already exists.
+    """
+    archive = Path(archive)
+    into = archive.parent if into is None else Path(into)
+    try:
+        tar = tarfile.open(archive, mode="r:*")
+    except FileNotFoundError:
+        raise EdgeResNetError(f"no archive at {archive}") from None
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise EdgeResNetError(f"cannot read {archive} as a tar archive ({e}); copy it again") from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise EdgeResNetError(f"{archive} is truncated or corrupt ({e}); copy it again") from None
+        if not members:
+            raise EdgeResNetError(f"{archive} is empty")
+        if len(members) > max_files:
+            raise EdgeResNetError(f"{archive} has {len(members)} members, more than a bundle's {max_files}; refusing it")
+        tops, total = set(), 0
+        for m in members:
+            path = _member_path(m.name)
+            if not (m.isfile() or m.isdir()):
+                kind = "link" if m.issym() or m.islnk() else "special file"
+                raise EdgeResNetError(f"{archive} holds a {kind} {m.name!r}; a bundle has only regular files, "
+                                      "refusing it")
+            if m.isfile() and len(path.parts) != 2:
+                raise EdgeResNetError(f"{archive} holds {m.name!r} outside the bundle's one folder; refusing it")
+            tops.add(path.parts[0])
+            total += max(m.size, 0)
+        if len(tops) != 1:
+            raise EdgeResNetError(f"{archive} has {len(tops)} top-level entries ({', '.join(sorted(tops))}); "
+                                  "a bundle has one folder")
+        if total > max_bytes:
+            raise EdgeResNetError(f"{archive} unpacks to {total / 1e9:.1f} GB, over the {max_bytes / 1e9:.1f} GB "
+                                  "limit; refusing it")
+        name = tops.pop()
+        target = into / name
+        if target.exists():
+            raise EdgeResNetError(f"{target} already exists; remove it or unpack elsewhere")
+        into.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=into))
+        try:
+            for m in members:
+                if not m.isfile():
+                    continue
+                dest = tmp / PurePosixPath(m.name).parts[1]
+                src = tar.extractfile(m)
+                if src is None:
+                    raise EdgeResNetError(f"cannot read {m.name} from {archive}")
+                with src, open(dest, "wb") as out:
+                    copied = _copy_limited(src, out, m.size)
+                if copied != m.size:
+                    raise EdgeResNetError(f"{m.name} in {archive} is truncated ({copied} of {m.size} bytes); "
+                                          "copy the archive again")
+                dest.chmod(0o755 if m.mode & 0o111 else 0o644)
+            tmp.chmod(0o755)
+            os.replace(tmp, target)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise EdgeResNetError(f"{archive} is truncated or corrupt ({e}); copy it again") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+def _copy_limited(src: Any, out: Any, size: int) -> int:
+    copied = 0
+    while copied < size:
+        chunk = src.read(min(1 << 20, size - copied))
+        if not chunk:
+            break
+        out.write(chunk)
+        copied += len(chunk)
+    return copied
+
+
+def read_bundle_manifest(folder: Path) -> dict[str, Any]:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    return {}
