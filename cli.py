@@ -213,8 +213,142 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 
+# ---- cmd_bench
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge_resnet.bench import BenchOptions, benchmark_run
+
+    opts = BenchOptions(batches=tuple(args.batch), backends=tuple(args.backends) if args.backends else None,
+                        warmup=args.warmup, iterations=args.iterations, min_iterations=args.min_iterations,
+                        seconds=args.seconds, threads=args.threads,
+                        providers=tuple(args.providers) if args.providers else None, frames=args.frames,
+                        top_k=args.top_k, output=args.output, plot=args.plot)
+    result = benchmark_run(args.run_dir, opts)
+    print(_table(result.table(), result.header()))
+    print(result.summary())
+    for line in result.verdicts + result.notes:
+        print(line)
+    print("wrote " + ", ".join(str(p) for p in result.files.values()))
+    return 0
+
+
+# ---- cmd_camera
+
+def cmd_camera(args: argparse.Namespace) -> int:
+    from edge_resnet import atomic
+    from edge_resnet.runtime.camera import CameraConfig, run_camera
+    from edge_resnet.runtime.sources import CaptureSettings, RetryPolicy
+
+    config = CameraConfig(
+        source=args.source, run=args.run, model=args.model, backend=args.backend, threads=args.threads,
+        providers=tuple(args.providers) if args.providers else None, top_k=args.top_k, display=args.display,
+        save=args.save,
+        fourcc=args.fourcc, jsonl=None if args.jsonl == "off" else args.jsonl, pace=args.pace,
+        max_frames=args.max_frames, capture=CaptureSettings(args.width, args.height, args.fps, args.flip_method),
+        retry=RetryPolicy(args.retries, args.retry_delay, args.retry_max_delay, args.timeout))
+    summary = run_camera(config)
+    if args.summary:
+        atomic.write_json(args.summary, summary.to_dict())
+    print(f"camera: {summary.line()}", file=sys.stderr)
+    if summary.message:
+        print(f"edge-resnet: {'error' if summary.exit_code else 'warning'}: {summary.message}", file=sys.stderr)
+    return summary.exit_code
+
+
+# ---- cmd_engines
+
+def _build_options(args: argparse.Namespace) -> Any:
+    from export.build_plan import BuildOptions
+
+    return BuildOptions(precision=args.precision, batch=tuple(args.batch), workspace_mib=args.workspace,
+                        dla_core=args.dla, implicit=args.implicit, timing_cache=args.timing_cache,
+                        opt_level=args.opt_level)
+
+
+def _print_check(check: Any) -> int:
+    from edge_resnet.deploy import EXIT_TOLERANCE  # not the pipeline's: that imports torch, the device has none
+
+    if check.result is None:
+        return 0
+    print(check.result.summary())
+    print(f"wrote {check.report}")
+    return 0 if check.result.passed else EXIT_TOLERANCE
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from edge_resnet.deploy import make_bundle
+
+    result = make_bundle(args.run, args.output, data=args.data, samples=args.samples, build=_build_options(args))
+    print(f"bundle {result.folder} ({', '.join(result.files)})")
+    print(f"archive {result.archive} ({result.archive.stat().st_size / 1e6:.1f} MB), sha256 in "
+          f"{result.archive.name}.sha256")
+    print(f"validation set: {result.samples} test images, FP32 top-1 {100 * result.fp32_top1:.2f}% "
+          f"({result.seconds:.1f} s)")
+    print(f"on the device: edge-resnet build-engine {result.folder.name}  (or ./build_engine.sh with trtexec)")
+    return 0
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from edge_resnet.deploy import build_and_check
+
+    check = build_and_check(args.bundle, _build_options(args), rebuild=not args.no_rebuild, force=args.force)
+    print(f"engine {check.engine} ({check.action})")
+    return _print_check(check)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edge_resnet.deploy import check_model, verify_engine
+
+    if (args.engine is None) == (args.onnx is None):
+        raise EdgeResNetError("give exactly one of --engine FILE (a TensorRT engine) or --onnx FILE "
+                              "(ONNX Runtime standing in for the engine)")
+    if args.engine is not None:
+        check = verify_engine(args.bundle, args.engine, rebuild=not args.no_rebuild)
+    else:
+        check = check_model(args.bundle, args.onnx)
+    return _print_check(check)
+
+
+def cmd_trtexec(args: argparse.Namespace) -> int:
+    from edge_resnet.runtime.manifest import load_manifest
+    from export.build_plan import plan_build
+    from export.engine_key import probe_system
+    from export.trtexec import command_line
+
+    manifest = load_manifest(args.run)
+    plan = plan_build(args.trt, _build_options(args), set(manifest.files))
+    gpu = args.gpu if args.gpu is not None else probe_system().gpu
+    for note in plan.notes:
+        print(f"# {note}")
+    print(f"# TensorRT {plan.tensorrt}: {plan.precision} from {plan.onnx}" + (
+        ", strongly typed (no precision flags)" if plan.strongly_typed else ""))
+    print(f"cd {manifest.run_dir}")
+    print(command_line(plan, manifest.input_name, manifest.input_shape[1:], gpu or "unknown-gpu"))
+    return 0
+
+
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default="int8", choices=["int8", "fp16", "fp32"], help="default: %(default)s")
+    p.add_argument("--batch", type=int, nargs=3, default=[1, 1, 32], metavar=("MIN", "OPT", "MAX"),
+                   help="optimization profile over the batch (default: 1 1 32; DLA uses OPT as a fixed batch)")
+    p.add_argument("--workspace", type=int, default=None, metavar="MIB",
+                   help="builder workspace limit in MiB (default: TensorRT's)")
+    p.add_argument("--dla", type=int, default=None, metavar="CORE",
+                   help="build for this DLA core with GPU fallback (Jetson AGX/NX)")
+    p.add_argument("--implicit", action="store_true",
+                   help="INT8 from calib.cache on the FP32 graph (TensorRT 8.5-10.x; DLA INT8 does this anyway)")
+    p.add_argument("--timing-cache", default="timing.cache", help="timing cache file, reused and updated "
+                                                                  "(default: %(default)s in the bundle)")
+    p.add_argument("--opt-level", type=int, default=None, help="builder optimization level 0-5 (TensorRT 8.6+)")
+
+
+
+
 def _train_default(name: str) -> Any:
-    from edge_resnet.training import TrainConfig
+    try:
+        from edge_resnet.training import TrainConfig
+    except ImportError:  # no PyTorch (a Jetson running build-engine/verify): train cannot run there anyway
+        return "needs PyTorch"
 
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
 
@@ -331,11 +465,134 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Reports every violation by node name; exit status 1 if there is any.")
     p.add_argument("onnx", help="the .onnx file")
     p.set_defaults(func=cmd_lint)
+
+    # ---- bench (edge-resnet bench)
+    from edge_resnet.bench.benchmark import BACKENDS
+
+    p = sub.add_parser(
+        "bench", help="latency, throughput, memory (and power on a Jetson) of every model in a run directory",
+        description="Times PyTorch FP32 (model.pt, where torch is installed), ONNX Runtime FP32/FP16/INT8 (both "
+                    "targets) and the run's TensorRT engines over a batch sweep, each in its own process: latency "
+                    "mean/p50/p90/p99, throughput, pre-/post-processing, peak memory, the environment. Prints a "
+                    "table, writes bench.json and bench.png (latency vs batch) and says when INT8 is not faster.")
+    p.add_argument("run_dir", nargs="?", default=str(DEFAULT_RUN), help="run directory (default: %(default)s)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (default: 1 8 32)")
+    p.add_argument("--backends", nargs="+", default=None, metavar="NAME",
+                   help=f"any of {', '.join(BACKENDS)} (default: every one the run has)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed iterations per batch size (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=200, help="at most this many timed iterations per batch "
+                                                               "size (default: %(default)s)")
+    p.add_argument("--min-iterations", type=int, default=10, help="at least this many, even past --seconds "
+                                                                  "(default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=2.0, help="per batch size: stop after this long, once "
+                                                              "--min-iterations are done (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (default: 0, the library's own)")
+    p.add_argument("--providers", nargs="+", default=None, help="ONNX Runtime execution providers, best first "
+                                                                "(default: the best of CUDA and CPU)")
+    p.add_argument("--frames", default=None, help="folder of images, an image or a video file to preprocess "
+                                                  "(default: the bundled 8x8 digits)")
+    p.add_argument("--top-k", type=int, default=5, help="classes decoded per image (default: %(default)s)")
+    p.add_argument("--output", default=None, help="folder for bench.json and bench.png (default: the run directory)")
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="do not write bench.png")
+    p.set_defaults(func=cmd_bench)
+    # ---- end bench
+
+    # ---- camera (edge-resnet camera)
+    p = sub.add_parser(
+        "camera", help="classify a camera, video file, stream or GStreamer pipeline in real time",
+        description="Classifies the newest frame of a live source (frames it cannot keep up with are dropped and "
+                    "counted), every frame of a file; reconnects to live sources with backoff. Writes an overlay "
+                    "(window, --save video) and one JSON line per frame; a summary line on stderr at the end. "
+                    "Ctrl-C ends the run with exit status 0; a live source that does not come back, 1.")
+    p.add_argument("source", help="camera index (0), /dev/videoN, video file, rtsp:// or http(s):// URL, csi://N "
+                                  "(Jetson CSI camera) or a GStreamer pipeline ending in appsink")
+    p.add_argument("--run", default=str(DEFAULT_RUN), help="run directory (default: %(default)s)")
+    p.add_argument("--model", default="int8", help="int8, int8-cpu, fp32, fp16 or an .onnx path (default: "
+                                                   "%(default)s, the INT8 target that suits the provider)")
+    p.add_argument("--backend", default="auto", help="auto (the run's TensorRT engine when one loads here, else "
+                                                     "ONNX Runtime), tensorrt or onnxruntime (default: %(default)s)")
+    p.add_argument("--providers", nargs="+", default=None, help="ONNX Runtime execution providers, best first "
+                                                                "(default: the best available)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: 0, its own)")
+    p.add_argument("--top-k", type=int, default=5, help="classes per JSON line (default: %(default)s)")
+    p.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a window with the overlay (default: when a display and a GUI OpenCV exist)")
+    p.add_argument("--save", default=None, metavar="VIDEO", help="write the annotated video (.mp4, .avi, .mkv); "
+                                                                 "renamed into place when the run ends")
+    p.add_argument("--fourcc", default=None, help="codec for --save (default: mp4v, MJPG for .avi)")
+    p.add_argument("--jsonl", default="-", metavar="FILE", help="one JSON line per frame to FILE, - for stdout, "
+                                                                "off for none (default: -)")
+    p.add_argument("--summary", default=None, metavar="FILE", help="also write the summary as JSON to FILE")
+    p.add_argument("--pace", action="store_true", help="files: play at the file's frame rate and drop frames the "
+                                                       "model cannot keep up with, as with a camera")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many classified frames")
+    p.add_argument("--retries", type=int, default=10, help="reconnect attempts for a live source that stops, and "
+                                                           "open attempts for a network one (default: %(default)s)")
+    p.add_argument("--retry-delay", type=float, default=0.5, help="seconds before the first retry, doubling "
+                                                                  "(default: %(default)s)")
+    p.add_argument("--retry-max-delay", type=float, default=10.0, help="longest wait between retries "
+                                                                       "(default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, help="network open/read timeout in seconds "
+                                                               "(default: %(default)s)")
+    p.add_argument("--width", type=int, default=None, help="capture width for cameras (CSI default 1280)")
+    p.add_argument("--height", type=int, default=None, help="capture height for cameras (CSI default 720)")
+    p.add_argument("--fps", type=int, default=None, help="capture frame rate for cameras (CSI default 30)")
+    p.add_argument("--flip-method", type=int, default=0, help="CSI cameras: nvvidconv flip-method (default: 0)")
+    p.set_defaults(func=cmd_camera)
+    # ---- end camera
+
+    # ---- engines (build-engine, trtexec-cmd, bundle, verify)
+    p = sub.add_parser("bundle", help="write the Jetson bundle (ONNX, calib.cache, validation set, build_engine.sh) "
+                                      "and its .tar.gz",
+                       description="Checks the run's files against its manifest, draws a validation set from the "
+                                   "held-out test split with the FP32 logits for it, and writes <run>-bundle/ and "
+                                   "<run>-bundle.tar.gz beside the run.")
+    p.add_argument("run", nargs="?", default=str(DEFAULT_RUN), help="run directory (default: %(default)s)")
+    p.add_argument("--output", default=None, help="bundle folder (default: <run>-bundle beside the run)")
+    p.add_argument("--data", default=None, help="the dataset the model was trained on (default: the bundled digits)")
+    p.add_argument("--samples", type=int, default=256, help="validation samples (default: %(default)s)")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("build-engine", help="on the device: verify a bundle, build its TensorRT engine, check accuracy",
+                       description="Verifies every checksum, builds the engine with the installed TensorRT (or "
+                                   "reuses one whose key matches this system), runs the validation set through it "
+                                   "and writes device_report.json. Exit status 3 when the engine fails the tolerance.")
+    p.add_argument("bundle", help="bundle folder or .tar.gz (or a run directory)")
+    _add_build_options(p)
+    p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding an engine built for "
+                                                             "another system")
+    p.add_argument("--force", action="store_true", help="rebuild even when the engine matches")
+    p.set_defaults(func=cmd_build_engine)
+
+    p = sub.add_parser("verify", help="check an engine (or an ONNX model standing in for it) on a bundle's "
+                                      "validation set",
+                       description="Compares top-1 accuracy and agreement with the stored FP32 logits under the "
+                                   "bundle's tolerance; writes device_report.json; exit status 3 on failure.")
+    p.add_argument("--bundle", required=True, help="bundle folder or .tar.gz")
+    p.add_argument("--engine", default=None, help="a TensorRT engine built from the bundle")
+    p.add_argument("--onnx", default=None, help="an ONNX model of the bundle, run by ONNX Runtime instead")
+    p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding an engine whose key "
+                                                             "does not match this system")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("trtexec-cmd", help="print the trtexec command lines for a TensorRT version",
+                       description="The lines build_engine.sh runs for that version: flags per TensorRT "
+                                   "(10.x: --int8 --fp16 on the Q/DQ graph; 11.x: none), DLA, shapes, timing cache.")
+    p.add_argument("run", nargs="?", default=str(DEFAULT_RUN), help="run directory or bundle (default: %(default)s)")
+    p.add_argument("--trt", required=True, help="TensorRT version, e.g. 8.5, 10.3, 11.4")
+    p.add_argument("--gpu", default=None, help="GPU name for the engine file name (default: this machine's)")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_trtexec)
+    # ---- end engines
     return parser
 
 
 def _calib_methods() -> tuple[str, ...]:
-    from calibration.calibrators import METHODS
+    try:
+        from calibration.calibrators import METHODS
+    except ImportError:  # no PyTorch (a Jetson): export cannot run there; a test keeps this equal to METHODS
+        return ("max", "percentile", "entropy", "mse")
 
     return METHODS
 

@@ -30,6 +30,9 @@ from export.trtexec import build_script
 
 log = logging.getLogger(__name__)
 REPORT = "device_report.json"
+# exit status of a check that fails the tolerance: edge_resnet.pipeline.EXIT_TOLERANCE, which this torch-free
+# module cannot import (a test keeps the two equal)
+EXIT_TOLERANCE = 3
 DEFAULT_SAMPLES = 256
 
 
@@ -212,7 +215,7 @@ def build_and_check(bundle: str | Path, options: BuildOptions, *, rebuild: bool 
     decision = decide(manifest.run_dir / wanted.filename(), wanted)
     if force and decision.action == "reuse":
         decision = type(decision)("rebuild", decision.engine, ("--force",))
-    if decision.action == "rebuild" and not rebuild:
+    elif decision.action == "rebuild" and not rebuild:
         raise EdgeResNetError(f"{decision.engine.name} does not match this system: {'; '.join(decision.reasons)}; "
                               "drop --no-rebuild to rebuild it")
     if decision.action == "reuse":

@@ -96,6 +96,8 @@ def plan_build(tensorrt: str, options: BuildOptions, available: set[str] | froze
     if major < 8 or (major == 8 and minor < 5):
         raise ConfigError(f"TensorRT {version} is older than this tool supports (8.5, JetPack 5.1); "
                           "upgrade JetPack or TensorRT")
+    if major == 9:
+        raise ConfigError(f"TensorRT {version} (a short-lived 9.x release) is not supported; use 8.5/8.6, 10.x or 11.x")
     typed = strongly_typed_only(version)
     notes: list[str] = []
     implicit = options.implicit or (options.precision == "int8" and options.dla_core is not None and not typed)

@@ -168,7 +168,8 @@ def safe_extract(archive: str | Path, into: str | Path | None = None, *, max_byt
         name = tops.pop()
         target = into / name
         if target.exists():
-            raise EdgeResNetError(f"{target} already exists; remove it or unpack elsewhere")
+            raise EdgeResNetError(f"{target} already exists (unpacked before?); pass that folder instead of the "
+                                  "archive, or remove it to unpack again")
         into.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=into))
         try:

@@ -267,7 +267,7 @@ def read_sidecar(engine: str | Path) -> EngineKey | None:
     path = sidecar_path(engine)
     try:
         return EngineKey.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, KeyError, EdgeResNetError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, EdgeResNetError):
         return None
 
 

@@ -115,8 +115,6 @@ def build_script(options: BuildOptions, available: set[str], input_name: str, ch
     for family, version in SCRIPT_FAMILIES.items():
         for precision in ("int8", "fp16", "fp32"):
             for dla in (False, True):
-                if dla and precision == "fp32":
-                    continue
                 opts = replace(options, precision=precision, dla_core=0 if dla else None,
                                implicit=options.implicit and precision == "int8" and family != "11")
                 try:
@@ -125,16 +123,16 @@ def build_script(options: BuildOptions, available: set[str], input_name: str, ch
                     body = f"fail {shlex.quote(str(e))}"
                 else:
                     mode = plan.int8_mode or ""
+                    lo, opt, hi = plan.batch  # the plan's: DLA fixes the batch to the profile's opt
                     body = (f"ONNX={shlex.quote(plan.onnx)}; MODE={shlex.quote(mode)}; "
                             f"NEED_CACHE={'1' if plan.calib_cache else '0'}; "
+                            f"BATCH=b{lo}-{opt}-{hi}; BATCH_LIST='{lo}, {opt}, {hi}'; "
                             f"ARGS=({_script_args(plan, input_name, chw)})")
                 cases.append(f"    {family}:{precision}:{'dla' if dla else 'gpu'}) {body} ;;")
-    lo, opt, hi = options.batch
     default_dla = "" if options.dla_core is None else str(options.dla_core)
     return _SCRIPT.format(
         version=__version__, model=model_name, precision=options.precision, dla=default_dla,
-        batch=f"b{lo}-{opt}-{hi}", batch_list=f"{lo}, {opt}, {hi}", implicit_suffix="-implicit",
-        cases="\n".join(cases), jetpack_trtexec=TRTEXEC_JETPACK)
+        implicit_suffix="-implicit", cases="\n".join(cases), jetpack_trtexec=TRTEXEC_JETPACK)
 
 
 _SCRIPT = r"""#!/usr/bin/env bash
@@ -183,14 +181,14 @@ SLUG="$(printf '%s' "$GPU" | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/-/g; s/^-+//;
 [ -n "$SLUG" ] || SLUG=unknown-gpu
 
 TARGET="gpu"; [ -z "$DLA_CORE" ] || TARGET="dla"
-ARGS=(); ONNX=""; MODE=""; NEED_CACHE=0
+ARGS=(); ONNX=""; MODE=""; NEED_CACHE=0; BATCH=""; BATCH_LIST=""
 case "$FAMILY:$PRECISION:$TARGET" in
 {cases}
     *) fail "unknown precision '$PRECISION' (int8, fp16 or fp32)" ;;
 esac
 
 NAME_PRECISION="$PRECISION"; [ "$MODE" != implicit ] || NAME_PRECISION="$PRECISION{implicit_suffix}"
-ENGINE="model.$NAME_PRECISION${{DLA_CORE:+.dla$DLA_CORE}}.{batch}.trt$VERSION.$SLUG.engine"
+ENGINE="model.$NAME_PRECISION${{DLA_CORE:+.dla$DLA_CORE}}.$BATCH.trt$VERSION.$SLUG.engine"
 CACHE=""
 if [ "$NEED_CACHE" = 1 ]; then
   # the same ranges, under the header this TensorRT writes itself
@@ -218,7 +216,7 @@ DLA_JSON=null; [ -z "$DLA_CORE" ] || DLA_JSON="$DLA_CORE"
 cat > "$ENGINE.json.tmp" <<EOF
 {{"format": "edge-resnet/engine-key-1", "gpu": $(json "$GPU"), "compute_capability": $(json "$CC"),
  "tensorrt": "$VERSION", "jetpack": $(json "$JETPACK"), "l4t": $(json "$L4T"), "precision": "$PRECISION",
- "batch": [{batch_list}], "dla_core": $DLA_JSON, "int8_mode": $INT8_MODE, "onnx": "$ONNX", "onnx_sha256": "$SHA",
+ "batch": [$BATCH_LIST], "dla_core": $DLA_JSON, "int8_mode": $INT8_MODE, "onnx": "$ONNX", "onnx_sha256": "$SHA",
  "built_by": "build_engine.sh"}}
 EOF
 mv "$ENGINE.json.tmp" "$ENGINE.json"

@@ -54,10 +54,20 @@ def crop_origin(height: int, width: int, crop: int) -> tuple[int, int]:
 
 def frame_to_pil(frame: Frame, order: str = "RGB") -> Image.Image:
     """A PIL image or a uint8 numpy frame (``order`` gives its channel order) as an RGB PIL image."""
+    img, swapped = _frame_to_pil(frame, order)
+    return Image.fromarray(np.ascontiguousarray(np.asarray(img)[..., ::-1])) if swapped else img
+
+
+def _frame_to_pil(frame: Frame, order: str) -> tuple[Image.Image, bool]:
+    """The frame as a 3-channel PIL image, and whether its channels are still BGR.
+
+    A BGR frame is wrapped as it is: resizing treats channels independently, so swapping them
+    after resize and crop (on ~8x fewer pixels) gives the same bytes as swapping first.
+    """
     if order not in ORDERS:
         raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     if isinstance(frame, Image.Image):
-        return to_rgb(frame)
+        return to_rgb(frame), False
     if not isinstance(frame, np.ndarray):
         raise EdgeResNetError(f"a frame must be a PIL image or a numpy array, got {type(frame).__name__}")
     if frame.dtype != np.uint8:
@@ -66,12 +76,12 @@ def frame_to_pil(frame: Frame, order: str = "RGB") -> Image.Image:
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[..., 0]
     if frame.ndim == 2:
-        return Image.fromarray(frame).convert("RGB")
+        return Image.fromarray(frame).convert("RGB"), False
     if frame.ndim != 3 or frame.shape[2] not in (3, 4) or 0 in frame.shape:
         raise EdgeResNetError(f"a numpy frame must be (H, W), (H, W, 3) or (H, W, 4), got shape {frame.shape}")
-    # alpha is dropped, as to_rgb does for RGBA images; BGR(A) is reversed to RGB
-    rgb = frame[..., 2::-1] if order == "BGR" else frame[..., :3]
-    return Image.fromarray(np.ascontiguousarray(rgb))
+    # alpha is dropped, as to_rgb does for RGBA images
+    three = frame if frame.shape[2] == 3 else frame[..., :3]
+    return Image.fromarray(np.ascontiguousarray(three), mode=None), order == "BGR"
 
 
 class Preprocessor:
@@ -109,6 +119,12 @@ class Preprocessor:
         # float32, as torchvision's Normalize casts them to the image's dtype
         self._mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self._std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        # normalisation as a table: output channel k, pixel value v -> the float32 that
+        # (v * float32(1/255) - mean_k) / std_k gives, the same operations as below on each of 256 values
+        levels = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255)
+        self._lut = ((levels[None, :] - self._mean[:, :, 0]) / self._std[:, :, 0]).astype(np.float32)
+        # the RGB channel each output channel reads
+        self._source = (2, 1, 0) if self.channel_order == "BGR" else (0, 1, 2)
         self._resample = RESAMPLE[self.interpolation]
 
     def __repr__(self) -> str:
@@ -122,13 +138,14 @@ class Preprocessor:
 
     def pixels(self, frame: Frame, order: str = "RGB") -> np.ndarray:
         """The resized, centre-cropped RGB pixels of one frame: (input_size, input_size, 3) uint8."""
-        img = frame_to_pil(frame, order)
+        img, swapped = _frame_to_pil(frame, order)
         h, w = resized_size(img.height, img.width, self.resize)
         if (h, w) != (img.height, img.width):  # torchvision skips the resize in this case too
             img = img.resize((w, h), resample=self._resample)
         top, left = crop_origin(h, w, self.input_size)
         s = self.input_size
-        return np.asarray(img)[top:top + s, left:left + s]
+        crop = np.asarray(img)[top:top + s, left:left + s]
+        return crop[..., ::-1] if swapped else crop
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """Cropped RGB pixels (..., S, S, 3) uint8 as the network's input (..., 3, S, S) float32."""
@@ -140,8 +157,9 @@ class Preprocessor:
         return (x - self._mean) / self._std
 
     def image(self, frame: Frame, order: str = "RGB") -> np.ndarray:
-        """One frame as a (3, input_size, input_size) float32 array."""
-        return self.normalize(self.pixels(frame, order))
+        """One frame as a (3, input_size, input_size) float32 array (``normalize``'s values, by table)."""
+        pixels = self.pixels(frame, order)
+        return np.stack([self._lut[k].take(pixels[..., c]) for k, c in enumerate(self._source)])
 
     def __call__(self, frames: Frame | Sequence[Frame], order: str = "RGB") -> np.ndarray:
         """A frame, a sequence of frames or an (N, H, W, C) uint8 array as an (N, 3, S, S) float32 batch."""

@@ -166,7 +166,7 @@ class TensorRTBackend:
         nbytes_out = b * self._out.nbytes // self.max_batch
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         _check(cudart.cudaMemcpyAsync(self._in.device, self._in.host_ptr, nbytes_in, h2d, self.stream), "copy to GPU")
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(int(self.stream)):
             raise EdgeResNetError(f"TensorRT failed to run {self.path.name} on a batch of {b}")
         _check(cudart.cudaMemcpyAsync(self._out.host_ptr, self._out.device, nbytes_out, d2h, self.stream),
                "copy from GPU")

@@ -1,0 +1,255 @@
+"""build_engine.sh, executed: the bundle's script run with bash against stand-in executables.
+
+TensorRT cannot be installed here, so ``trtexec`` is a small shell script written by the test: it
+prints trtexec's banner (``&&&& RUNNING TensorRT.trtexec [TensorRT v100300] ...``) for ``--help``,
+records its argv and writes the ``--saveEngine`` file. A stand-in ``nvidia-smi`` names the GPU. What is
+tested is our script's logic: that for each TensorRT version it runs exactly the arguments
+``export.trtexec.trtexec_args`` gives for the same plan, names the engine as ``EngineKey`` does, and
+writes a sidecar the Python side reads and accepts (``decide`` -> reuse).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from calibration.cache import read_trt_cache
+from edge_resnet.runtime.manifest import load_manifest
+from export.build_plan import BuildOptions, plan_build
+from export.bundle import SCRIPT
+from export.engine import engine_key
+from export.engine_key import System, decide, engine_filename, read_sidecar, version_from_code
+from export.trtexec import TRTEXEC_JETPACK, build_script, retag_cache, retagged_cache_name, trtexec_args
+from tests.export.util import sha256
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+GPU = "NVIDIA GeForce RTX 4090 (Lab #2)"
+CC = "8.9"
+CODES = [8502, 8601, 100300, 110401]
+SYSTEM_PATH = f"/usr/bin{os.pathsep}/bin"
+
+TRTEXEC = r"""#!/usr/bin/env bash
+# stand-in for TensorRT's trtexec: banner on --help; otherwise record argv and write the engine
+if [ "${1:-}" = "--help" ]; then
+  echo "&&&& RUNNING TensorRT.trtexec [TensorRT v${FAKE_TRT_CODE}] [b26] # trtexec --help"
+  echo "=== Model Options ==="
+  echo "  --onnx=<file>               ONNX model"
+  echo "&&&& PASSED TensorRT.trtexec [TensorRT v${FAKE_TRT_CODE}] [b26] # trtexec --help"
+  exit 0
+fi
+: > "$FAKE_TRT_ARGV"
+for a in "$@"; do printf '%s\0' "$a" >> "$FAKE_TRT_ARGV"; done
+for a in "$@"; do
+  case "$a" in --saveEngine=*) printf 'stand-in engine bytes' > "${a#--saveEngine=}" ;; esac
+done
+echo "&&&& PASSED TensorRT.trtexec [TensorRT v${FAKE_TRT_CODE}] # trtexec $*"
+"""
+
+NVIDIA_SMI = f"""#!/usr/bin/env bash
+case "$*" in
+  *compute_cap*) echo "{CC}" ;;
+  *name*) echo "{GPU}" ;;
+  *) exit 9 ;;
+esac
+"""
+
+
+@pytest.fixture(scope="module")
+def tools(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bin folder with the stand-in trtexec and nvidia-smi."""
+    bin_dir = tmp_path_factory.mktemp("stand_ins")
+    for name, text in (("trtexec", TRTEXEC), ("nvidia-smi", NVIDIA_SMI)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+@pytest.fixture(scope="module")
+def bundle_files(bundle_src: Path) -> tuple[set[str], str, tuple[int, ...]]:
+    manifest = load_manifest(bundle_src)
+    return set(manifest.files), manifest.input_name, tuple(int(d) for d in manifest.input_shape[1:])
+
+
+def _run_script(folder: Path, args: list[str], path: str, code: int | None, argv_file: Path,
+                ) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": path, "HOME": str(folder), "LC_ALL": "C", "FAKE_TRT_ARGV": str(argv_file)}
+    if code is not None:
+        env["FAKE_TRT_CODE"] = str(code)
+    return subprocess.run(["bash", str(folder / SCRIPT), *args], cwd=folder.parent, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def _expected(options: BuildOptions, available: set[str], input_name: str, chw: tuple[int, ...], code: int,
+              precision: str, dla: int | None, gpu: str | None) -> tuple[list[str], str, object]:
+    """(trtexec argv, engine name, plan) the Python side gives for this build."""
+    opts = replace(options, precision=precision, dla_core=dla,
+                   implicit=options.implicit and precision == "int8" and code < 110000)
+    plan = plan_build(version_from_code(code), opts, available)
+    engine = engine_filename("model", plan.precision, plan.batch, plan.dla_core, plan.int8_mode, plan.tensorrt, gpu)
+    cache = retagged_cache_name(code) if plan.calib_cache else None
+    return trtexec_args(plan, input_name, chw, engine, cache), engine, plan
+
+
+OPTION_SETS = {
+    "defaults": BuildOptions(),
+    "tuned": BuildOptions(batch=(2, 8, 16), workspace_mib=512, opt_level=4, timing_cache="trt.timing"),
+    "implicit": BuildOptions(implicit=True, batch=(1, 4, 8)),
+}
+CASES = [(p, d) for p in ("int8", "fp16", "fp32") for d in (None, 1) if not (p == "fp32" and d is not None)]
+
+
+@pytest.mark.parametrize("code", CODES)
+@pytest.mark.parametrize("option_set", list(OPTION_SETS))
+def test_script_runs_what_python_plans(code: int, option_set: str, fresh_bundle: Path, tools: Path,
+                                       bundle_files: tuple[set[str], str, tuple[int, ...]], tmp_path: Path) -> None:
+    """For every precision, with and without DLA: the argv trtexec receives equals ``trtexec_args`` for the
+    same plan; the engine is named as ``engine_filename`` names it for the GPU nvidia-smi reported; the
+    sidecar parses with ``read_sidecar``, records the ONNX's real sha256, and ``decide`` reuses the engine
+    for the system the script ran on."""
+    available, input_name, chw = bundle_files
+    options = OPTION_SETS[option_set]
+    (fresh_bundle / SCRIPT).write_text(build_script(options, available, input_name, chw, "resnet8"))
+    argv_file = tmp_path / "argv"
+    path = f"{tools}{os.pathsep}{SYSTEM_PATH}"
+    for precision, dla in CASES:
+        args = [precision] + ([str(dla)] if dla is not None else [])
+        done = _run_script(fresh_bundle, args, path, code, argv_file)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        expected_argv, engine, plan = _expected(options, available, input_name, chw, code, precision, dla, GPU)
+        got = argv_file.read_bytes().split(b"\0")[:-1]
+        assert [a.decode() for a in got] == expected_argv, (code, precision, dla)
+        assert (fresh_bundle / engine).read_bytes() == b"stand-in engine bytes"
+        assert f"trtexec: {tools / 'trtexec'}" in done.stdout
+        assert f"building {engine} with TensorRT {version_from_code(code)}" in done.stdout
+        key = read_sidecar(fresh_bundle / engine)
+        assert key is not None, (fresh_bundle / (engine + ".json")).read_text()
+        assert key.filename() == engine
+        assert (key.gpu, key.compute_capability, key.tensorrt, key.jetpack, key.l4t) == (
+            GPU, CC, version_from_code(code), None, None)
+        assert (key.precision, key.batch, key.dla_core, key.int8_mode, key.onnx) == (
+            plan.precision, plan.batch, plan.dla_core, plan.int8_mode, plan.onnx)
+        assert key.onnx_sha256 == sha256(fresh_bundle / plan.onnx)
+        # the Python side (build-engine) would reuse this engine on the same machine, not rebuild it
+        system = System(gpu=GPU, compute_capability=CC, tensorrt=version_from_code(code))
+        wanted = engine_key(fresh_bundle, plan, system)
+        assert decide(fresh_bundle / wanted.filename(), wanted).action == "reuse"
+        if plan.calib_cache:
+            cache = fresh_bundle / retagged_cache_name(code)
+            assert cache.read_text() == retag_cache((fresh_bundle / "calib.cache").read_text(), code)
+            header, scales = read_trt_cache(cache.read_text())
+            assert header == f"TRT-{code}-EntropyCalibration2"
+            assert scales == read_trt_cache((fresh_bundle / "calib.cache").read_text())[1]
+        argv_file.unlink()
+
+
+def test_dla_build_of_the_bundle_script(fresh_bundle: Path, tools: Path, tmp_path: Path) -> None:
+    """The script the bundle ships (defaults: int8, batch 1/1/32), on TensorRT 10.3 with DLA core 1:
+    implicit INT8 from the FP32 graph with the cache retagged for 10.3, a fixed batch, GPU fallback."""
+    argv_file = tmp_path / "argv"
+    done = _run_script(fresh_bundle, ["int8", "1"], f"{tools}{os.pathsep}{SYSTEM_PATH}", 100300, argv_file)
+    assert done.returncode == 0, done.stderr
+    argv = [a.decode() for a in argv_file.read_bytes().split(b"\0")[:-1]]
+    engine = "model.int8-implicit.dla1.b1-1-1.trt10.3.0.nvidia-geforce-rtx-4090-lab-2.engine"
+    assert argv == ["--onnx=model.fp32.onnx", f"--saveEngine={engine}", "--minShapes=input:1x3x32x32",
+                    "--optShapes=input:1x3x32x32", "--maxShapes=input:1x3x32x32", "--int8", "--fp16",
+                    "--calib=calib.trt100300.cache", "--useDLACore=1", "--allowGPUFallback",
+                    "--timingCacheFile=timing.cache", "--skipInference"]
+    assert (fresh_bundle / "calib.trt100300.cache").read_text().startswith("TRT-100300-EntropyCalibration2\n")
+    assert (fresh_bundle / "calib.cache").read_text().startswith("TRT-8501-EntropyCalibration2\n")  # untouched
+    key = read_sidecar(fresh_bundle / engine)
+    assert key is not None and key.batch == (1, 1, 1) and key.dla_core == 1 and key.int8_mode == "implicit"
+    # no precision/DLA arguments: the bundle's defaults (int8 on the GPU)
+    done = _run_script(fresh_bundle, [], f"{tools}{os.pathsep}{SYSTEM_PATH}", 100300, argv_file)
+    assert done.returncode == 0, done.stderr
+    assert (fresh_bundle / "model.int8.b1-1-32.trt10.3.0.nvidia-geforce-rtx-4090-lab-2.engine").is_file()
+
+
+def test_without_nvidia_smi_the_engine_is_for_an_unknown_gpu(fresh_bundle: Path, tools: Path, tmp_path: Path) -> None:
+    """No nvidia-smi (and no Jetson files): the name says unknown-gpu, the sidecar holds null for the GPU
+    and compute capability, and those nulls are not held against the engine on a machine that knows them."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy2(tools / "trtexec", bin_dir / "trtexec")
+    if shutil.which("nvidia-smi", path=SYSTEM_PATH) or Path("/etc/nv_tegra_release").exists():
+        pytest.skip("this machine has its own nvidia-smi or is a Jetson")
+    done = _run_script(fresh_bundle, ["fp16"], f"{bin_dir}{os.pathsep}{SYSTEM_PATH}", 110401, tmp_path / "argv")
+    assert done.returncode == 0, done.stderr
+    engine = fresh_bundle / "model.fp16.b1-1-32.trt11.4.1.unknown-gpu.engine"
+    key = read_sidecar(engine)
+    assert key is not None and (key.gpu, key.compute_capability, key.onnx) == (None, None, "model.fp16.onnx")
+    plan = plan_build("11.4.1", BuildOptions(precision="fp16"), {p.name for p in fresh_bundle.iterdir()})
+    knows_more = engine_key(fresh_bundle, plan, System(gpu="NVIDIA A2", compute_capability="8.6", tensorrt="11.4.1"))
+    assert decide(engine, knows_more).action == "reuse"
+    # but another TensorRT is a rebuild, whatever the GPU
+    other = engine_key(fresh_bundle, plan, System(gpu="NVIDIA A2", tensorrt="11.5.0"))
+    assert decide(engine, other).reasons == ("tensorrt 11.5.0 here, 11.4.1 in the engine",)
+
+
+def test_trtexec_missing(fresh_bundle: Path, tmp_path: Path) -> None:
+    """Neither on PATH nor at /usr/src/tensorrt/bin/trtexec: non-zero exit and a message naming both."""
+    if shutil.which("trtexec", path=SYSTEM_PATH) or Path(TRTEXEC_JETPACK).exists():
+        pytest.skip("this machine has a real trtexec")
+    before = sorted(p.name for p in fresh_bundle.iterdir())
+    done = _run_script(fresh_bundle, [], SYSTEM_PATH, None, tmp_path / "argv")
+    assert done.returncode != 0
+    assert "trtexec is neither on PATH nor at /usr/src/tensorrt/bin/trtexec" in done.stderr
+    assert sorted(p.name for p in fresh_bundle.iterdir()) == before
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    (8401, "TensorRT 8.4.1 is older than 8.5"), (7103, "TensorRT 7.1.3 is older than 8.5"),
+    (90300, "TensorRT 9 is not supported"),
+])
+def test_old_tensorrt_is_refused(code: int, message: str, fresh_bundle: Path, tools: Path, tmp_path: Path) -> None:
+    before = sorted(p.name for p in fresh_bundle.iterdir())
+    done = _run_script(fresh_bundle, [], f"{tools}{os.pathsep}{SYSTEM_PATH}", code, tmp_path / "argv")
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+    assert not (tmp_path / "argv").exists()  # trtexec never ran a build
+    assert sorted(p.name for p in fresh_bundle.iterdir()) == before
+
+
+def test_unreadable_banner_and_bad_arguments(fresh_bundle: Path, tools: Path, tmp_path: Path) -> None:
+    path = f"{tools}{os.pathsep}{SYSTEM_PATH}"
+    done = _run_script(fresh_bundle, [], path, None, tmp_path / "argv")  # banner without a version
+    assert done.returncode != 0 and "cannot read the TensorRT version" in done.stderr
+    done = _run_script(fresh_bundle, ["int4"], path, 100300, tmp_path / "argv")
+    assert done.returncode != 0 and "unknown precision 'int4'" in done.stderr
+    done = _run_script(fresh_bundle, ["fp32", "0"], path, 100300, tmp_path / "argv")
+    assert done.returncode != 0 and "DLA runs FP16 and INT8 only" in done.stderr
+    assert not (tmp_path / "argv").exists()
+
+
+def test_a_file_the_bundle_lacks_is_named(fresh_bundle: Path, tools: Path, bundle_files, tmp_path: Path) -> None:
+    """A bundle without model.fp16.onnx: fp16 on TensorRT 11 fails with the re-export hint; 10.x still
+    builds fp16 from the FP32 graph."""
+    available, input_name, chw = bundle_files
+    (fresh_bundle / SCRIPT).write_text(build_script(BuildOptions(), available - {"model.fp16.onnx"}, input_name, chw,
+                                                    "resnet8"))
+    path = f"{tools}{os.pathsep}{SYSTEM_PATH}"
+    done = _run_script(fresh_bundle, ["fp16"], path, 110401, tmp_path / "argv")
+    assert done.returncode != 0
+    assert "needs model.fp16.onnx, which the run does not have; re-export with `edge-resnet export --fp16`" in done.stderr
+    assert _run_script(fresh_bundle, ["fp16"], path, 100300, tmp_path / "argv").returncode == 0
+
+
+def test_script_l4t_parse_matches_python(tmp_path: Path) -> None:
+    """build_engine.sh reads /etc/nv_tegra_release with sed; run that same sed line on a sample release
+    file and compare with ``parse_tegra_release`` (the Jetson branch cannot run here otherwise)."""
+    from export.engine_key import parse_tegra_release
+
+    script = build_script(BuildOptions(), {"model.int8.onnx"}, "input", (3, 32, 32), "m")
+    line = next(ln for ln in script.splitlines() if "L4T=" in ln and "nv_tegra_release" in ln)
+    command = line.split('L4T="$(', 1)[1].rsplit(')"', 1)[0]
+    for text in ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n",
+                 "# R35 (release), REVISION: 2.1, GCID: 32413640, BOARD: t186ref, EABI: aarch64\n"):
+        release = tmp_path / "nv_tegra_release"
+        release.write_text(text)
+        out = subprocess.run(["bash", "-c", command.replace("/etc/nv_tegra_release", str(release))],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == parse_tegra_release(text)
