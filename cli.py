@@ -513,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "ONNX Runtime), tensorrt or onnxruntime (default: %(default)s)")
     p.add_argument("--providers", nargs="+", default=None, help="ONNX Runtime execution providers, best first "
                                                                 "(default: the best available)")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: 0, its own)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: 0, every core but "
+                                                          "one, which decodes and preprocesses)")
     p.add_argument("--top-k", type=int, default=5, help="classes per JSON line (default: %(default)s)")
     p.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
                    help="show a window with the overlay (default: when a display and a GUI OpenCV exist)")

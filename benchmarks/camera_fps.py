@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._common import machine  # noqa: E402
+from edge_resnet.runtime.camera import camera_threads  # noqa: E402
 
 RUN = REPO / "runs" / "resnet18-224"
 MIN_RATIO = 0.9
@@ -124,8 +125,9 @@ def camera_run(run_dir: Path, video: Path, threads: int, jsonl: Path) -> dict[st
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=300, help="frames in the test video (default: %(default)s)")
-    p.add_argument("--threads", type=int, nargs="+", default=[0, 1],
-                   help="ONNX Runtime intra-op thread settings to measure, 0: its default (default: 0 1)")
+    p.add_argument("--threads", type=int, nargs="+", default=[0, os.cpu_count() or 2],
+                   help="ONNX Runtime intra-op thread settings to measure, 0: the camera's default, every core "
+                        "but one (default: 0 and all cores)")
     p.add_argument("--runs", type=int, default=300, help="timed backend.run calls per round (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=3, help="rounds per setting, pure inference and camera run "
                                                          "alternating (default: %(default)s)")
@@ -141,7 +143,7 @@ def main() -> int:
         for threads in args.threads:
             rounds = []
             for _ in range(args.repeat):  # alternate, so drift on a shared machine hits both sides
-                pure = pure_inference(run_dir, video, threads, args.runs)
+                pure = pure_inference(run_dir, video, camera_threads(threads), args.runs)
                 cam = camera_run(run_dir, video, threads, Path(tmp) / "frames.jsonl")
                 lines = len((Path(tmp) / "frames.jsonl").read_text().splitlines())
                 assert lines == cam["frames"] == args.frames, (lines, cam)
@@ -152,7 +154,7 @@ def main() -> int:
 
 def report(threads: int, rounds: list[tuple[dict, dict]]) -> bool:
     """Print one setting's rounds and its verdicts (medians over the rounds)."""
-    label = f"threads={threads or 'default'}"
+    label = f"threads={camera_threads(threads)}" + (" (the camera's default)" if threads == 0 else "")
     ratios, overheads = [], []
     for i, (pure, cam) in enumerate(rounds, 1):
         rate = 1000 / pure["mean_ms"]
