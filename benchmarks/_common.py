@@ -1,7 +1,25 @@
-"""Shared bits of the benchmark scripts: the machine description (from the library)."""
+"""Shared bits of the benchmark scripts: the machine description (from the library) and random
+weights that are worth timing."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from edge_resnet.environment import machine
 
-__all__ = ["machine"]
+__all__ = ["jitter_batchnorm", "machine"]
+
+
+def jitter_batchnorm(model: Any, seed: int) -> None:
+    """Non-trivial BN statistics, so folding changes the weights (random weights, latency only)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                m.bias.copy_(0.1 * torch.randn(n, generator=gen))

@@ -32,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import machine  # noqa: E402
+from benchmarks._common import jitter_batchnorm, machine  # noqa: E402
 from edge_resnet.runtime.camera import camera_threads  # noqa: E402
 
 RUN = REPO / "runs" / "resnet18-224"
@@ -54,15 +54,7 @@ def ensure_run(run_dir: Path = RUN) -> Path:
     print(f"building {run_dir} (random resnet18 at 224, INT8 for every target) ...", flush=True)
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=10)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # non-trivial BN statistics, so folding changes the weights
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(n, generator=gen))
+    jitter_batchnorm(model, seed=0)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoint(arch="resnet18", shortcut="B", classes=[str(d) for d in range(10)],
                       preprocessing=PreprocessSpec.imagenet(224), state_dict=model.state_dict(),

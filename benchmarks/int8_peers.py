@@ -173,7 +173,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import jitter_batchnorm, machine  # noqa: E402
 
 from calibration.calibrate import calibrate  # noqa: E402
 from calibration.readers import CalibrationData, open_calibration_data  # noqa: E402
@@ -556,19 +556,6 @@ def print_memory(rows: list[dict[str, Any]]) -> None:
 
 
 LATENCY_CASES = (("resnet18", 1), ("resnet50", 16))
-
-
-def jitter_batchnorm(model: torch.nn.Module, seed: int) -> None:
-    """Non-trivial BN statistics, so folding changes the weights (random weights, latency only)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(n, generator=gen))
 
 
 def latency_models(arch: str, batch: int, tmp: Path, calib_folder: Path) -> dict[str, Path]:

@@ -8,6 +8,18 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+# Python source that makes every later `import torch`/`import torchvision` fail: the first lines of
+# a script run in a fresh interpreter (or a sitecustomize.py, to reach its child processes too),
+# standing for a Jetson without PyTorch
+BLOCK_TORCH = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
 
 def randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
     """Give every BatchNorm non-trivial running statistics and affine parameters

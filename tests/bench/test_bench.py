@@ -23,6 +23,7 @@ from PIL import Image
 import cli
 from edge_resnet.bench.report import int8_verdicts
 from edge_resnet.pipeline import ExportOptions, export_run
+from tests.helpers import BLOCK_TORCH
 from tests.tiny_model import listing, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,21 +185,20 @@ def test_runs_without_torch(run_dir: Path, tmp_path: Path) -> None:
     written, and one note says why there is no plot."""
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class _NoTorch:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'torchvision', 'matplotlib'):\n"
-        "            raise ImportError(name + ' is blocked in this test')\n"
-        "sys.meta_path.insert(0, _NoTorch())\n")
+    # matplotlib too: a bare Jetson has neither
+    (hook / "sitecustomize.py").write_text(BLOCK_TORCH.replace('("torch", "torchvision")',
+                                                               '("torch", "torchvision", "matplotlib")'))
+    # the `edge-resnet bench` command itself, as a torch-free Jetson runs it
     script = f"""
 import json, sys
-from edge_resnet.bench import BenchOptions, benchmark_run
-r = benchmark_run({str(run_dir)!r}, BenchOptions(batches=(2,), warmup=0, iterations=3, min_iterations=2,
-                  seconds=0.1, output={str(tmp_path / 'out')!r}))
+import cli
+rc = cli.main(["bench", {str(run_dir)!r}, "--batch", "2", "--warmup", "0", "--iterations", "3",
+               "--min-iterations", "2", "--seconds", "0.1", "--output", {str(tmp_path / 'out')!r}])
+assert rc == 0, rc
 assert not any(m.split(".")[0] in ("torch", "torchvision") for m in sys.modules)
-print(json.dumps(r.notes))
-print(json.dumps({{row["key"]: row.get("skipped") for row in r.rows}}))
+r = json.load(open({str(tmp_path / 'out' / 'bench.json')!r}))
+print(json.dumps(r["notes"]))
+print(json.dumps({{row["key"]: row.get("skipped") for row in r["results"]}}))
 """
     env = {**os.environ, "PYTHONPATH": str(hook)}
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -32,6 +32,7 @@ from export.build_plan import BuildOptions, plan_build
 from export.engine import engine_key
 from export.engine_key import System, read_sidecar, sidecar_path, write_sidecar
 from tests.export.util import entries, one_line_error, run_cli, tree
+from tests.helpers import BLOCK_TORCH
 
 REPO = Path(__file__).resolve().parents[2]
 HAS_TRT = __import__("importlib.util").util.find_spec("tensorrt") is not None
@@ -427,13 +428,7 @@ def test_verify_runs_without_torch(bundle_src: Path, tmp_path: Path) -> None:
     """A fresh interpreter where importing torch fails runs `edge-resnet verify --bundle ... --onnx ...`
     through cli.main, as a Jetson without PyTorch would, and never imports torch."""
     bundle = Path(shutil.copytree(bundle_src, tmp_path / "b"))
-    script = f"""
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, _NoTorch())
+    script = BLOCK_TORCH + f"""
 import cli
 rc = cli.main(["verify", "--bundle", {str(bundle)!r}, "--onnx", "model.int8.onnx"])
 assert not any(m.split(".")[0] in ("torch", "torchvision") for m in sys.modules), sorted(sys.modules)

@@ -24,6 +24,7 @@ from edge_resnet.errors import EdgeResNetError
 from edge_resnet.pipeline import ExportOptions, export_run
 from edge_resnet.runtime import Classifier
 from edge_resnet.runtime.camera import CameraConfig, run_camera
+from tests.helpers import BLOCK_TORCH
 from tests.runtime.videos import MjpegServer, closed_port, decode_all, write_video
 from tests.tiny_model import tiny_checkpoint
 
@@ -206,21 +207,11 @@ def test_ctrl_c_ends_the_run_cleanly(run_dir: Path, tmp_path: Path, signum: int)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.avi", "frames.jsonl", "long.mp4"]
 
 
-_NO_TORCH = """
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, _NoTorch())
-"""
-
-
 def test_camera_app_runs_without_torch(run_dir: Path, video: Path, tmp_path: Path) -> None:
     """The camera app in a fresh interpreter where importing torch fails: same JSON lines as the
     in-process run, and no torch module loaded."""
     jsonl = tmp_path / "frames.jsonl"
-    script = _NO_TORCH + f"""
+    script = BLOCK_TORCH + f"""
 from edge_resnet.runtime.camera import CameraConfig, run_camera
 s = run_camera(CameraConfig(source={str(video)!r}, run={str(run_dir)!r}, providers=("CPUExecutionProvider",),
                             display=False, jsonl={str(jsonl)!r}))
@@ -238,7 +229,7 @@ assert not any(m.split(".")[0] in ("torch", "torchvision") for m in sys.modules)
 
 def test_camera_command_runs_without_torch(run_dir: Path, video: Path) -> None:
     """The `edge-resnet camera` command itself (the CLI's parser included) in a torch-free interpreter."""
-    script = _NO_TORCH + f"""
+    script = BLOCK_TORCH + f"""
 import cli
 rc = cli.main(["camera", {str(video)!r}, "--run", {str(run_dir)!r}, "--no-display", "--max-frames", "3"])
 assert not any(m.split(".")[0] in ("torch", "torchvision") for m in sys.modules), sorted(sys.modules)

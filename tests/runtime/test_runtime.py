@@ -26,6 +26,7 @@ from edge_resnet.pipeline import FILES, MANIFEST_FORMAT, ExportOptions, export_r
 from edge_resnet.runtime import Classifier, Prediction, Preprocessor, load_manifest, select_model
 from edge_resnet.runtime.manifest import SUPPORTED_FORMATS
 from edge_resnet.runtime.preprocess import crop_origin, resized_size, to_rgb
+from tests.helpers import BLOCK_TORCH
 from tests.tiny_model import tiny_checkpoint
 
 skdata = pytest.importorskip("skimage.data")
@@ -302,13 +303,7 @@ def test_runtime_imports_no_torch_and_classifies(run_dir: Path, tmp_path: Path) 
     img, label = test[0]
     img.save(tmp_path / "digit.png")
     expected = Classifier.from_run(run_dir, model="fp32", providers=["CPUExecutionProvider"]).predict(img)[0]
-    script = f"""
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, _NoTorch())
+    script = BLOCK_TORCH + f"""
 import numpy as np
 from PIL import Image
 import edge_resnet.runtime as rt
