@@ -118,7 +118,8 @@ def make_bundle(run_dir: str | Path, output: str | Path | None = None, *, data: 
             "min_top1_agreement": dict(DEFAULT_MIN_AGREEMENT)}
     bundled = {e.name for e in manifest.files.values()}
     script = build_script(build, bundled, manifest.input_name, manifest.input_shape[1:], manifest.model.get("arch", "model"))
-    out = Path(output) if output is not None else manifest.run_dir.parent / f"{manifest.run_dir.name}-bundle"
+    run = manifest.run_dir.resolve()  # `edge-resnet bundle .` names the bundle after the folder, not "."
+    out = Path(output) if output is not None else run.parent / f"{run.name}-bundle"
     folder, archive = write_bundle(manifest.run_dir, raw, out, script=script, validation_info=info,
                                    validation={"pixels": pixels, "labels": labels, "logits": logits.astype(np.float32)})
     files = tuple(sorted(p.name for p in folder.iterdir()))
@@ -161,6 +162,11 @@ def _judge(manifest: Manifest, backend: Any, model: str, precision: str,
                          max_drop_points=float(info.get("max_top1_drop_points", 1.0)), min_agreement=min_agreement)
 
 
+def _forget_report(manifest: Manifest) -> None:
+    """A check starts: an earlier verdict must not outlive it if this one fails before writing its own."""
+    (manifest.run_dir / REPORT).unlink(missing_ok=True)
+
+
 def _write_report(manifest: Manifest, result: ValidationResult, extra: dict[str, Any]) -> Path:
     path = manifest.run_dir / REPORT
     atomic.write_json(path, {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -188,6 +194,7 @@ def _precision_of(manifest: Manifest, onnx: Path) -> str:
 def check_model(bundle: str | Path, onnx: str, providers: list[str] | None = None) -> DeviceCheck:
     """The validation set through ONNX Runtime on one of the bundle's ONNX models (the engine's stand-in)."""
     manifest = open_bundle(bundle)
+    _forget_report(manifest)
     path = manifest.path(onnx) if (manifest.run_dir / onnx).is_file() else Path(onnx)
     if not path.is_file():
         raise EdgeResNetError(f"no ONNX model {onnx} in {manifest.run_dir}; choose one of "
@@ -209,8 +216,9 @@ def build_and_check(bundle: str | Path, options: BuildOptions, *, rebuild: bool 
     from export.engine import build_engine, engine_key, plan_for
 
     manifest = open_bundle(bundle)
+    _forget_report(manifest)
     system = system or probe_system()
-    plan = plan_for(manifest.run_dir, options, system)
+    plan = plan_for(manifest.run_dir, options, system, listed=set(manifest.files))
     wanted = engine_key(manifest.run_dir, plan, system)
     decision = decide(manifest.run_dir / wanted.filename(), wanted)
     if force and decision.action == "reuse":
@@ -224,7 +232,8 @@ def build_and_check(bundle: str | Path, options: BuildOptions, *, rebuild: bool 
     else:
         if decision.action == "rebuild":
             log.info("rebuilding %s: %s", decision.engine.name, "; ".join(decision.reasons))
-        built = build_engine(manifest.run_dir, options, manifest.input_name, manifest.input_shape[1:], system=system)
+        built = build_engine(manifest.run_dir, options, manifest.input_name, manifest.input_shape[1:], system=system,
+                             listed=set(manifest.files))
         engine, seconds = built.path, built.seconds
     if manifest.bundle is None:
         log.warning("%s is a run directory: the engine is built but not checked (no validation set); make a bundle "
@@ -238,6 +247,7 @@ def verify_engine(bundle: str | Path, engine: str | Path, *, rebuild: bool = Tru
     """``edge-resnet verify --engine``: check an existing engine's key against this system (rebuilding
     it from the bundle when it differs, unless ``rebuild=False``), then its accuracy."""
     manifest = open_bundle(bundle)
+    _forget_report(manifest)
     engine = Path(engine)
     if not engine.is_absolute() and not engine.is_file():
         engine = manifest.run_dir / engine
@@ -275,7 +285,7 @@ def _check_engine(manifest: Manifest, engine: Path, system: System, *, action: s
     from edge_resnet.runtime.tensorrt_backend import TensorRTBackend
 
     key = read_sidecar(engine)
-    backend = TensorRTBackend(engine)
+    backend = TensorRTBackend(engine, dla_core=key.dla_core if key else None)
     try:
         result = _judge(manifest, backend, engine.name, key.precision if key else "int8")
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import platform
+import re
 import shutil
 import subprocess
 from importlib import metadata
@@ -138,9 +139,12 @@ def clock_state(root: str = "/sys") -> dict[str, Any]:
         if lo and hi and lo.isdigit() and hi.isdigit():
             cpus.append((int(lo), int(hi)))
     gpu = None
-    # the GPU's devfreq node: /sys/devices/gpu.0/devfreq/<id> (Xavier, Nano) or
-    # /sys/devices/platform/*gpu*/devfreq/<id> (Orin, JetPack 6)
-    for d in sorted(glob.glob(f"{root}/devices/gpu.0/devfreq/*") + glob.glob(f"{root}/devices/platform/*gpu*/devfreq/*")):
+    # the GPU's devfreq node: /sys/class/devfreq/17000000.gpu (Orin, JetPack 6), .../17000000.ga10b
+    # (Orin, JetPack 5), 17000000.gv11b (Xavier), 57000000.gpu (Nano); older layouts under devices/
+    gpu_nodes = [d for d in sorted(glob.glob(f"{root}/class/devfreq/*"))
+                 if re.search(r"\.(gpu|ga10b|gv11b|gp10b|gm20b)$", d)]
+    for d in gpu_nodes + sorted(glob.glob(f"{root}/devices/gpu.0/devfreq/*")
+                                + glob.glob(f"{root}/devices/platform/*gpu*/devfreq/*")):
         lo, hi = _read(f"{d}/min_freq"), _read(f"{d}/max_freq")
         if lo and hi and lo.isdigit() and hi.isdigit():
             gpu = {"min_hz": int(lo), "max_hz": int(hi), "locked": lo == hi}

@@ -58,13 +58,25 @@ def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, v
     existing folder is refused.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir / MANIFEST).is_file():
+    resolved, run_resolved = out_dir.resolve(), Path(run_dir).resolve()
+    if resolved == run_resolved or run_resolved in resolved.parents or resolved in run_resolved.parents:
+        raise EdgeResNetError(f"--output {out_dir} is the run directory, inside it or above it; choose a folder "
+                              "beside the run (the default is <run>-bundle)")
+    if out_dir.exists() and not is_bundle(out_dir):
         raise EdgeResNetError(f"{out_dir} exists and is not a bundle; choose another --output or remove it")
+    if out_dir.parent.exists() and not out_dir.parent.is_dir():
+        raise EdgeResNetError(f"cannot write {out_dir}: {out_dir.parent} is a file; choose another --output")
     files = {name: e for name, e in manifest["files"].items() if e.get("role") in BUNDLED_ROLES}
     if not any(e.get("role") in ("fp32", "tensorrt", "fp16") for e in files.values()):
         raise EdgeResNetError(f"{run_dir} has no ONNX model to bundle; run `edge-resnet export --int8` first")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as e:
+        raise EdgeResNetError(f"cannot write the bundle at {out_dir} ({e.strerror or e}); choose another "
+                              "--output") from None
+    archive = out_dir.with_name(out_dir.name + ".tar.gz")
+    checksum = archive.with_name(archive.name + ".sha256")
     try:
         for name in files:
             shutil.copyfile(run_dir / name, tmp / name)
@@ -86,17 +98,25 @@ def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, v
         for p in tmp.iterdir():
             p.chmod(0o755 if p.name == SCRIPT else 0o644)
         tmp.chmod(0o755)
+        # the old bundle's archive goes first: an archive beside the new folder must be of it
+        for old in (checksum, archive):
+            old.unlink(missing_ok=True)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    archive = out_dir.with_name(out_dir.name + ".tar.gz")
     _write_archive(out_dir, archive)
     archive.chmod(0o644)
-    atomic.write_text(archive.with_name(archive.name + ".sha256"), f"{atomic.sha256_file(archive)}  {archive.name}\n")
+    atomic.write_text(checksum, f"{atomic.sha256_file(archive)}  {archive.name}\n")
     return out_dir, archive
+
+
+def is_bundle(folder: Path) -> bool:
+    """A folder ``write_bundle`` made: its manifest has a "bundle" section (a run directory's has none)."""
+    manifest = read_bundle_manifest(folder)
+    return isinstance(manifest.get("bundle"), dict)
 
 
 def _write_archive(folder: Path, archive: Path) -> None:
@@ -116,6 +136,9 @@ def _member_path(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
     if name.startswith(("/", "\\")) or path.is_absolute() or ".." in path.parts or "\\" in name or ":" in name:
         raise EdgeResNetError(f"unsafe path {name!r} in the archive (absolute or leaving the folder); refusing it")
+    if not path.parts:  # "", "." or "./": e.g. `tar czf b.tgz -C bundle .`
+        raise EdgeResNetError(f"the archive has a member named {name!r} instead of one top-level folder; make it "
+                              "with `edge-resnet bundle` (or `tar czf b.tar.gz <folder>`)")
     return path
 
 

@@ -56,21 +56,24 @@ def engine_key(folder: Path, plan: BuildPlan, system: System) -> EngineKey:
                                 onnx_sha256=atomic.sha256_file(folder / plan.onnx))
 
 
-def plan_for(folder: Path, options: BuildOptions, system: System) -> BuildPlan:
+def plan_for(folder: Path, options: BuildOptions, system: System, listed: set[str] | None = None) -> BuildPlan:
+    """The plan for this system. ``listed``: the files the manifest vouches for (checksums verified);
+    a file merely lying in the folder is not built from."""
     if system.tensorrt is None:
         import_tensorrt()  # raises with the install hint
     available = {p.name for p in folder.iterdir() if p.is_file()}
-    return plan_build(system.tensorrt, options, available)
+    return plan_build(system.tensorrt, options, available if listed is None else available & listed)
 
 
 def build_engine(folder: str | Path, options: BuildOptions, input_name: str, chw: Sequence[int],
-                 system: System | None = None, stem: str = "model") -> BuiltEngine:
+                 system: System | None = None, stem: str = "model", listed: set[str] | None = None) -> BuiltEngine:
     """Build the engine ``options`` describe from the ONNX in ``folder`` and write it there.
 
     Args:
         folder: a run directory or an unpacked bundle (its checksums already verified).
         input_name, chw: the network input's name and (C, H, W), from the manifest.
         system: the machine's identity (default: probed).
+        listed: the files the manifest lists (verified); others in the folder are not built from.
 
     Raises:
         EdgeResNetError: TensorRT missing, an unsupported combination, a parser or build failure.
@@ -78,7 +81,7 @@ def build_engine(folder: str | Path, options: BuildOptions, input_name: str, chw
     trt = import_tensorrt()
     folder = Path(folder)
     system = system or probe_system()
-    plan = plan_for(folder, options, system)
+    plan = plan_for(folder, options, system, listed)
     for note in plan.notes:
         log.info("%s", note)
     key = engine_key(folder, plan, system)
@@ -161,8 +164,13 @@ def _build(trt: Any, folder: Path, plan: BuildPlan, input_name: str, chw: Sequen
     if plan.timing_cache:
         path = folder / plan.timing_cache
         cache = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
-        # a cache from another TensorRT/GPU is refused by TensorRT rather than trusted
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        # a cache from another TensorRT/GPU (a bundle folder copied between devices) is refused by
+        # TensorRT rather than trusted; the build then times every tactic afresh
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            log.warning("%s was made by another TensorRT or GPU; building without it", plan.timing_cache)
+            cache = config.create_timing_cache(b"")
+            if not config.set_timing_cache(cache, ignore_mismatch=False):
+                cache = None
     monitor = _progress_monitor(trt)
     if monitor is not None:
         config.progress_monitor = monitor
@@ -171,7 +179,13 @@ def _build(trt: Any, folder: Path, plan: BuildPlan, input_name: str, chw: Sequen
     if serialized is None:
         raise EdgeResNetError(f"TensorRT {plan.tensorrt} failed to build {plan.onnx} ({plan.precision}); "
                               "its log above names the layer; try --workspace or another precision")
-    timing = bytes(config.get_timing_cache().serialize()) if cache is not None else None
+    timing = None
+    if cache is not None:
+        try:  # the engine is built: never lose it over the cache
+            updated = config.get_timing_cache()
+            timing = bytes(updated.serialize()) if updated is not None else None
+        except Exception as e:  # noqa: BLE001 - TensorRT raises its own RuntimeError subclasses
+            log.warning("could not save the timing cache (%s); the engine is fine", e)
     del calibrator  # TensorRT holds a reference only until the build returns
     return bytes(serialized), timing
 

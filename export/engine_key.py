@@ -135,7 +135,10 @@ def _cuda_device() -> tuple[str | None, str | None]:
             from cuda import cudart  # cuda-python before 12.6
         except ImportError:
             return None, None
-    err, prop = cudart.cudaGetDeviceProperties(0)
+    try:
+        err, prop = cudart.cudaGetDeviceProperties(0)
+    except Exception:  # noqa: BLE001 - no CUDA runtime library or driver: cuda-python raises RuntimeError & co.
+        return None, None
     if int(err) != 0:
         return None, None
     name = prop.name.decode("utf-8", "replace") if isinstance(prop.name, bytes) else str(prop.name)

@@ -158,7 +158,7 @@ fi
 echo "trtexec: $TRTEXEC"
 
 # TensorRT's version as trtexec prints it in its banner: [TensorRT v100300] = 10.3.0, v8502 = 8.5.2
-CODE="${{TRT_VERSION_CODE:-$("$TRTEXEC" --help 2>&1 | sed -n 's/.*TensorRT v\([0-9][0-9]*\).*/\1/p' | head -n 1)}}"
+CODE="${{TRT_VERSION_CODE:-$({{ "$TRTEXEC" --help 2>&1 || true; }} | sed -n 's/.*TensorRT v\([0-9][0-9]*\).*/\1/p' | head -n 1)}}"
 [ -n "$CODE" ] || fail "cannot read the TensorRT version from '$TRTEXEC --help'; set TRT_VERSION_CODE (e.g. 100300 for 10.3.0)"
 if [ "$CODE" -ge 10000 ]; then MAJOR=$((CODE / 10000)); REST=$((CODE % 10000)); else MAJOR=$((CODE / 1000)); REST=$((CODE % 1000)); fi
 MINOR=$((REST / 100)); PATCH=$((REST % 100)); VERSION="$MAJOR.$MINOR.$PATCH"
@@ -203,6 +203,8 @@ for i in "${{!ARGS[@]}}"; do
   esac
 done
 echo "building $ENGINE with TensorRT $VERSION ($PRECISION${{DLA_CORE:+ on DLA $DLA_CORE}})"
+# trtexec writes the engine in place: its old key goes first, so an interrupted build is never trusted
+rm -f "$ENGINE.json"
 START=$(date +%s)
 "$TRTEXEC" "${{ARGS[@]}}"
 [ -s "$ENGINE" ] || fail "trtexec finished without writing $ENGINE"

@@ -52,3 +52,16 @@ def test_describe_records_the_installed_versions() -> None:
     assert env["libraries"]["onnxruntime"] == onnxruntime.__version__
     assert env["cpu"] and env["cpu_count"] >= 1 and env["python"]
     assert "definitely-not-a-package" not in library_versions(("numpy", "definitely-not-a-package"))
+
+
+def test_clock_state_finds_the_orin_gpu_under_class_devfreq(tmp_path: Path) -> None:
+    """JetPack 5/6 name the Orin GPU's devfreq node 17000000.ga10b / 17000000.gpu under /sys/class/devfreq;
+    other devfreq devices there (e.g. the EMC) are not the GPU."""
+    for node, (lo, hi) in (("17000000.ga10b", (306000000, 1300500000)), ("emc", (204000000, 204000000))):
+        d = tmp_path / "class" / "devfreq" / node
+        d.mkdir(parents=True)
+        (d / "min_freq").write_text(f"{lo}\n")
+        (d / "max_freq").write_text(f"{hi}\n")
+    state = clock_state(str(tmp_path))
+    assert state["gpu"] == {"min_hz": 306000000, "max_hz": 1300500000, "locked": False}
+    assert state["locked"] is False

@@ -231,9 +231,9 @@ def _engine_backend(manifest: Manifest, precision: str, required: bool) -> Any:
     if not usable:
         return fail_or_none(f"no {precision} engine in {manifest.run_dir} was built for this system; rebuild with "
                             f"`edge-resnet build-engine {manifest.run_dir} --precision {precision}`")
-    engine, _ = usable[0]
+    engine, key = usable[0]
     try:
-        return TensorRTBackend(engine)
+        return TensorRTBackend(engine, dla_core=key.dla_core)
     except EdgeResNetError as e:
         if required:
             raise

@@ -107,6 +107,9 @@ def load_manifest(run_dir_or_manifest: str | Path, *, verify: bool = False) -> M
             (with ``verify``) a file that is missing or changed.
     """
     path = Path(run_dir_or_manifest)
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        raise EdgeResNetError(f"{path} is a bundle archive; unpack it first (`edge-resnet build-engine` and "
+                              "`verify --bundle` do) and pass the folder")
     if path.is_dir():
         path = path / MANIFEST_NAME
     if not path.is_file():

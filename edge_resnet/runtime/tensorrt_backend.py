@@ -80,6 +80,8 @@ class TensorRTBackend:
     Args:
         path: the .engine file (plain TensorRT bytes, as ``edge-resnet build-engine`` writes them).
         device: the CUDA device.
+        dla_core: the DLA core of an engine built for DLA (its key says which); the runtime's
+            default (-1) would not place it.
 
     Raises:
         EdgeResNetError: TensorRT or cuda-python missing, no GPU, or an engine this TensorRT/GPU
@@ -88,7 +90,7 @@ class TensorRTBackend:
 
     settings = {"cuda_graph": False, "data_transfers": True, "pinned_host_memory": True, "streams": 1}
 
-    def __init__(self, path: str | Path, device: int = 0) -> None:
+    def __init__(self, path: str | Path, device: int = 0, dla_core: int | None = None) -> None:
         try:
             import tensorrt as trt
         except (ImportError, OSError) as e:
@@ -101,6 +103,8 @@ class TensorRTBackend:
         _check(self.cudart.cudaSetDevice(device), "cudaSetDevice")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
+        if dla_core is not None:
+            self._runtime.DLA_core = dla_core
         self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise EdgeResNetError(f"TensorRT {trt.__version__} cannot load {self.path.name} (built by another "

@@ -253,3 +253,35 @@ def test_script_l4t_parse_matches_python(tmp_path: Path) -> None:
         out = subprocess.run(["bash", "-c", command.replace("/etc/nv_tegra_release", str(release))],
                              capture_output=True, text=True, check=True).stdout.strip()
         assert out == parse_tegra_release(text)
+
+
+def test_failing_trtexec_help_still_explains(fresh_bundle: Path, tmp_path: Path) -> None:
+    """A trtexec that cannot even print its help (broken libraries: exit 127) must not end the script
+    silently under `set -euo pipefail`: the version message comes out."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "trtexec").write_text("#!/usr/bin/env bash\necho 'libnvinfer.so.10: cannot open' >&2\nexit 127\n")
+    (bin_dir / "trtexec").chmod(0o755)
+    done = _run_script(fresh_bundle, [], f"{bin_dir}{os.pathsep}{SYSTEM_PATH}", None, tmp_path / "argv")
+    assert done.returncode == 1
+    assert "cannot read the TensorRT version" in done.stderr, done.stderr
+
+
+def test_rebuild_drops_the_old_key_before_trtexec_writes(fresh_bundle: Path, tools: Path, tmp_path: Path) -> None:
+    """trtexec writes the engine in place: if it dies half-way, no key from the last build may vouch
+    for the truncated file."""
+    path = f"{tools}{os.pathsep}{SYSTEM_PATH}"
+    done = _run_script(fresh_bundle, [], path, 100300, tmp_path / "argv")
+    assert done.returncode == 0, done.stderr
+    engine = next(fresh_bundle.glob("*.engine"))
+    assert (fresh_bundle / (engine.name + ".json")).is_file()
+    dying = tmp_path / "dying"
+    dying.mkdir()
+    (dying / "trtexec").write_text(TRTEXEC.replace(
+        "printf 'stand-in engine bytes' > \"${a#--saveEngine=}\"",
+        "printf 'half' > \"${a#--saveEngine=}\"; kill -9 $$"))
+    (dying / "trtexec").chmod(0o755)
+    done = _run_script(fresh_bundle, [], f"{dying}{os.pathsep}{path}", 100300, tmp_path / "argv")
+    assert done.returncode != 0
+    assert engine.read_bytes() == b"half"
+    assert not (fresh_bundle / (engine.name + ".json")).exists()

@@ -22,7 +22,7 @@ from edge_resnet.runtime.manifest import load_manifest
 from edge_resnet.runtime.preprocess import Preprocessor
 from edge_resnet.runtime.validate import DEFAULT_MIN_AGREEMENT, ValidationSet
 from export.bundle import MAX_FILES, safe_extract
-from tests.export.util import entries, sha256, tree
+from tests.export.util import entries, one_line_error, run_cli, sha256, tree
 
 BUNDLED = ["build_engine.sh", "calib.cache", "manifest.json", "model.fp16.onnx", "model.fp32.onnx",
            "model.int8.cpu.onnx", "model.int8.onnx", "validation.npz"]
@@ -286,3 +286,46 @@ def test_not_an_archive(tmp_path: Path) -> None:
     with pytest.raises(EdgeResNetError, match="no archive at"):
         safe_extract(tmp_path / "missing.tar.gz", tmp_path / "t")
     assert entries(tmp_path / "t") == []
+
+
+def test_output_never_replaces_a_run_directory(engine_run: Path, tmp_path: Path) -> None:
+    """--output naming the run itself, a folder inside it, or another run directory (it has a manifest,
+    but not a bundle's) is refused, and the runs keep every file."""
+    run = Path(shutil.copytree(engine_run, tmp_path / "runA"))
+    other = Path(shutil.copytree(engine_run, tmp_path / "runB"))
+    before_run, before_other = tree(run), tree(other)
+    for out, message in ((run, "is the run directory, inside it or above it"),
+                         (run / "sub", "is the run directory, inside it or above it"),
+                         (other, "exists and is not a bundle")):
+        rc, stdout, stderr = run_cli("bundle", str(run), "--output", str(out), "--samples", "4")
+        one_line_error(rc, stdout, stderr, message)
+    assert tree(run) == before_run and tree(other) == before_other
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runA", "runB"]
+
+
+def test_bundle_of_dot_is_named_after_the_folder(engine_run: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Path(shutil.copytree(engine_run, tmp_path / "myrun"))
+    monkeypatch.chdir(run)
+    rc, stdout, stderr = run_cli("bundle", ".", "--samples", "4")
+    assert rc == 0, stderr
+    assert (tmp_path / "myrun-bundle" / "manifest.json").is_file()
+    assert (tmp_path / "myrun-bundle.tar.gz").is_file()
+    assert not any(p.name.startswith("-bundle") for p in run.iterdir())
+
+
+def test_archive_of_dot_members_is_refused_cleanly(bundle_src: Path, tmp_path: Path) -> None:
+    """`tar czf b.tgz -C bundle .` makes members "./" and "./manifest.json": one line, not a traceback."""
+    archive = tmp_path / "b.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(bundle_src, arcname=".")
+    rc, stdout, stderr = run_cli("verify", "--bundle", str(archive), "--onnx", "model.int8.onnx")
+    one_line_error(rc, stdout, stderr, "instead of one top-level folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.gz"]
+
+
+def test_an_archive_where_a_run_directory_is_wanted(bundle_src: Path, tmp_path: Path) -> None:
+    archive = Path(shutil.copy(bundle_src.with_name(bundle_src.name + ".tar.gz"), tmp_path / "b.tar.gz"))
+    for argv in (("trtexec-cmd", str(archive), "--trt", "10.3"), ("bench", str(archive))):
+        rc, stdout, stderr = run_cli(*argv)
+        one_line_error(rc, stdout, stderr, "is a bundle archive; unpack it first")

@@ -443,3 +443,13 @@ print("RC", rc, rc2)
     assert out.stdout.splitlines()[-2] == "METHODS " + ",".join(METHODS)
     assert ": PASS" in out.stdout and "edge-resnet: error: give exactly one of" in out.stderr
     assert json.loads((bundle / REPORT).read_text())["passed"] is True
+
+
+def test_a_failed_check_leaves_no_earlier_verdict(fresh_bundle: Path) -> None:
+    """device_report.json from a passing run must not survive a later check that fails before writing."""
+    rc, _, stderr = run_cli("verify", "--bundle", str(fresh_bundle), "--onnx", "model.int8.onnx")
+    assert rc == 0, stderr
+    assert json.loads((fresh_bundle / "device_report.json").read_text())["passed"] is True
+    rc, stdout, stderr = run_cli("verify", "--bundle", str(fresh_bundle), "--onnx", "nonexistent.onnx")
+    one_line_error(rc, stdout, stderr, "no ONNX model nonexistent.onnx")
+    assert not (fresh_bundle / "device_report.json").exists()
