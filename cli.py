@@ -237,6 +237,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_camera(args: argparse.Namespace) -> int:
     from edge_resnet import atomic
     from edge_resnet.runtime.camera import CameraConfig, run_camera
+    from edge_resnet.runtime.outputs import check_writable_file
     from edge_resnet.runtime.sources import CaptureSettings, RetryPolicy
 
     config = CameraConfig(
@@ -246,12 +247,19 @@ def cmd_camera(args: argparse.Namespace) -> int:
         fourcc=args.fourcc, jsonl=None if args.jsonl == "off" else args.jsonl, pace=args.pace,
         max_frames=args.max_frames, capture=CaptureSettings(args.width, args.height, args.fps, args.flip_method),
         retry=RetryPolicy(args.retries, args.retry_delay, args.retry_max_delay, args.timeout))
-    summary = run_camera(config)
+    config.validate()  # the option errors first, then the --summary path: both before the run
     if args.summary:
-        atomic.write_json(args.summary, summary.to_dict())
+        check_writable_file(args.summary, f"--summary {args.summary}")
+    summary = run_camera(config)
     print(f"camera: {summary.line()}", file=sys.stderr)
     if summary.message:
         print(f"edge-resnet: {'error' if summary.exit_code else 'warning'}: {summary.message}", file=sys.stderr)
+    if args.summary:
+        try:
+            atomic.write_json(args.summary, summary.to_dict())
+        except OSError as e:  # checked before the run, but the disk can fill or the folder go meanwhile
+            raise EdgeResNetError(f"cannot write --summary {args.summary} ({e.strerror or e}); the summary is "
+                                  "the camera: line above") from None
     return summary.exit_code
 
 

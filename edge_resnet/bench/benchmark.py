@@ -34,6 +34,7 @@ from edge_resnet.bench.report import BenchResult
 from edge_resnet.environment import describe
 from edge_resnet.errors import ConfigError, EdgeResNetError
 from edge_resnet.runtime.manifest import Manifest, load_manifest
+from edge_resnet.runtime.outputs import check_writable_dir
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,9 @@ def benchmark_run(run_dir: str | Path, opts: BenchOptions | None = None) -> Benc
 
     Raises:
         EdgeResNetError: a missing run directory or manifest, bad options, a requested backend the
-            run lacks, a model file that no longer matches its manifest, or an unreadable ``frames``.
-            All are checked before anything runs; nothing is written then.
+            run lacks, a model file that no longer matches its manifest, an unreadable ``frames``, or an
+            ``output`` folder that cannot be created or written. All are checked before anything runs;
+            nothing is written then.
     """
     opts = opts or BenchOptions()
     opts.validate()
@@ -131,6 +133,8 @@ def benchmark_run(run_dir: str | Path, opts: BenchOptions | None = None) -> Benc
     manifest.verify([j.file.name for j in jobs if j.file.name in manifest.files])
     providers = resolve_providers(opts.providers)
     batches = tuple(sorted(set(opts.batches)))
+    # before minutes of measuring: the folder can be created and written (a probe that leaves nothing)
+    check_writable_dir(output, f"--output {output}")
 
     environment = describe()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -144,7 +148,10 @@ def benchmark_run(run_dir: str | Path, opts: BenchOptions | None = None) -> Benc
     settings = {**asdict(opts), "batches": list(batches), "providers": providers, "output": str(output)}
     result = BenchResult.build(run_dir=run_dir, manifest=manifest, jobs=jobs, settings=settings,
                                environment=environment, frames=frames, started=started)
-    result.write(output, plot=opts.plot)
+    try:
+        result.write(output, plot=opts.plot)
+    except OSError as e:  # probed above, but a disk can fill or a folder go during the run
+        raise EdgeResNetError(f"cannot write the results into --output {output} ({e.strerror or e})") from None
     return result
 
 

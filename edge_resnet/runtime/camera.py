@@ -40,7 +40,16 @@ import numpy as np
 
 from edge_resnet.errors import ConfigError, EdgeResNetError
 from edge_resnet.runtime.classifier import Classifier, Prediction
-from edge_resnet.runtime.outputs import FOURCC, WINDOW, VideoSink, draw_overlay, has_display, jsonl_writer, show
+from edge_resnet.runtime.outputs import (
+    FOURCC,
+    WINDOW,
+    VideoSink,
+    check_writable_file,
+    draw_overlay,
+    has_display,
+    jsonl_writer,
+    show,
+)
 from edge_resnet.runtime.reader import Captured, FrameReader
 from edge_resnet.runtime.sources import CaptureSettings, RetryPolicy, import_cv2, open_capture, parse_source
 
@@ -98,6 +107,12 @@ class CameraConfig:
             raise ConfigError(f"--save {self.save}: use a {', '.join(FOURCC)} file name, or name a codec with --fourcc")
         if self.fourcc is not None and len(self.fourcc) != 4:
             raise ConfigError(f"--fourcc takes four characters (e.g. mp4v, MJPG, avc1), got {self.fourcc!r}")
+        # the output files last: a probe of the file system (it leaves nothing behind), before any model
+        # loads or source opens, so an unwritable path fails at once and not after the run
+        if self.save is not None:
+            check_writable_file(self.save, f"--save {self.save}")
+        if self.jsonl not in (None, "-"):
+            check_writable_file(self.jsonl, f"--jsonl {self.jsonl}")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +22,52 @@ from edge_resnet.runtime.classifier import Prediction
 # container -> the fourcc the stock OpenCV wheels and JetPack's OpenCV can both write
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 WINDOW = "edge-resnet"
+
+
+def check_writable_dir(path: str | os.PathLike[str], what: str) -> None:
+    """Raise EdgeResNetError unless folder ``path`` exists or can be created and a file can be written in it.
+
+    A probe: the missing folders are created, a temp file is written in the last one, and all of it
+    is removed again, so a run that fails later leaves nothing behind. ``what`` names the option in
+    the message (e.g. ``--output runs/x``).
+    """
+    path = Path(path)
+    created: list[Path] = []
+    doing = f"reach {path}"
+    try:
+        missing: list[Path] = []
+        ancestor = path
+        while not ancestor.is_dir():
+            if ancestor.exists() or ancestor.is_symlink():  # a file (or a dangling link) where a folder must be
+                raise EdgeResNetError(f"{what}: {ancestor} is a file, not a folder; pass a writable path")
+            missing.append(ancestor)
+            if ancestor.parent == ancestor:
+                break
+            ancestor = ancestor.parent
+        for folder in reversed(missing):
+            doing = f"create the folder {folder}"
+            folder.mkdir()
+            created.append(folder)
+        doing = f"write in {path}"
+        fd, probe = tempfile.mkstemp(prefix=".edge-resnet-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise EdgeResNetError(f"{what}: cannot {doing} ({e.strerror or e}); pass a writable path") from None
+    finally:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def check_writable_file(path: str | os.PathLike[str], what: str) -> None:
+    """Raise EdgeResNetError unless a file can be written at ``path`` (see ``check_writable_dir``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise EdgeResNetError(f"{what}: {path} is a folder; pass a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise EdgeResNetError(f"{what}: {path} exists and is not writable; pass another file name")
+    check_writable_dir(path.parent, what)
 
 
 def has_display(cv2: Any) -> bool:
@@ -61,7 +108,11 @@ class VideoSink:
     def write(self, image: np.ndarray) -> None:
         if self.writer is None:
             self.size = (image.shape[1], image.shape[0])
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise EdgeResNetError(f"--save {self.path}: cannot create the folder {self.path.parent} "
+                                      f"({e.strerror or e}); pass a path in a writable folder") from None
             self.writer = self.cv2.VideoWriter(str(self.tmp), self.cv2.VideoWriter_fourcc(*self.fourcc), self.fps,
                                                self.size)
             if not self.writer.isOpened():
@@ -78,14 +129,18 @@ class VideoSink:
             return None
         self.writer.release()
         self.writer = None
-        os.replace(self.tmp, self.path)
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as e:  # the caller's abort() removes the temp file
+            raise EdgeResNetError(f"--save {self.path}: cannot rename the finished video into place "
+                                  f"({e.strerror or e})") from None
         return str(self.path)
 
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # never there, or under a path that cannot hold it
             self.tmp.unlink()
 
 

@@ -260,3 +260,26 @@ def test_requested_backend_the_run_lacks_and_a_changed_model(run_dir: Path, tmp_
     rc, _, err = _bench([str(run), "--backends", "onnx-int8-cpu"])
     _user_error(rc, err, "model.int8.cpu.onnx does not match the sha256")
     assert not (run / "bench.json").exists()
+
+
+PROC = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+
+
+@pytest.mark.parametrize(("where", "fragment"), [
+    pytest.param("/proc/nope", "cannot create the folder /proc/nope (", marks=PROC),  # cannot be created
+    ("TMP/afile/sub", "TMP/afile is a file, not a folder"),  # under a regular file
+    pytest.param("/proc/self", "cannot write in /proc/self (", marks=PROC),  # a folder that takes no files
+])
+def test_unwritable_output_fails_before_measuring(run_dir: Path, tmp_path: Path, where: str, fragment: str) -> None:
+    """--output that cannot be created or written: one error line before any backend is measured
+    (no `bench:` progress line), and nothing written in the run or next to the path."""
+    (tmp_path / "afile").write_text("x")
+    output = where.replace("TMP", str(tmp_path))
+    before = listing(run_dir)
+    out = subprocess.run([sys.executable, "-m", "cli", "bench", str(run_dir), *FAST, "--output", output],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    _user_error(out.returncode, out.stderr, f"--output {output}: ", fragment.replace("TMP", str(tmp_path)))
+    assert not [ln for ln in out.stderr.splitlines() if ln.startswith("bench: ")], out.stderr
+    assert out.stdout == ""
+    assert listing(run_dir) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"] and (tmp_path / "afile").read_text() == "x"
