@@ -139,7 +139,7 @@ def open_bundle(path: str | Path, into: str | Path | None = None) -> Manifest:
     path = Path(path)
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
         path = safe_extract(path, into)
-        log.info("unpacked into %s", path)
+        log.info("bundle in %s", path)
     manifest = load_manifest(path)
     manifest.verify()
     return manifest

@@ -42,6 +42,7 @@ MANIFEST = "manifest.json"
 BUNDLED_ROLES = ("fp32", "tensorrt", "cpu", "fp16", "cache")
 MAX_BYTES = 4 << 30
 MAX_FILES = 256
+MAX_MANIFEST_BYTES = 16 << 20
 
 
 def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, validation: Mapping[str, np.ndarray],
@@ -149,10 +150,12 @@ def safe_extract(archive: str | Path, into: str | Path | None = None, *, max_byt
     Only regular files and folders inside one top-level folder are accepted; anything else
     (absolute paths, ``..``, symbolic or hard links, devices, FIFOs), more than ``max_files``
     members or more than ``max_bytes`` in all refuses the whole archive before a byte is written.
-    The folder appears under its final name only when everything is unpacked.
+    The folder appears under its final name only when everything is unpacked. A folder of that name
+    holding the same manifest (unpacked before, or the one the archive was made from) is returned
+    as it is; the caller verifies its files against that manifest.
 
     Raises:
-        EdgeResNetError: unreadable or unsafe archive, or the target folder already exists.
+        EdgeResNetError: unreadable or unsafe archive, or a different folder of the bundle's name exists.
     """
     archive = Path(archive)
     into = archive.parent if into is None else Path(into)
@@ -190,6 +193,10 @@ def safe_extract(archive: str | Path, into: str | Path | None = None, *, max_byt
                                   "limit; refusing it")
         name = tops.pop()
         target = into / name
+        if target.exists() and _same_manifest(tar, f"{name}/{MANIFEST}", target):
+            # already unpacked (or the folder this archive was made from): its files are checked
+            # against this very manifest by the caller, so unpacking again would add nothing
+            return target
         if target.exists():
             raise EdgeResNetError(f"{target} already exists (unpacked before?); pass that folder instead of the "
                                   "archive, or remove it to unpack again")
@@ -218,6 +225,19 @@ def safe_extract(archive: str | Path, into: str | Path | None = None, *, max_byt
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
+
+
+def _same_manifest(tar: tarfile.TarFile, member: str, folder: Path) -> bool:
+    """Whether ``folder`` holds the bundle whose manifest the archive carries (byte for byte)."""
+    try:
+        src = tar.extractfile(member)
+        if src is None:
+            return False
+        with src:
+            ours = src.read(MAX_MANIFEST_BYTES + 1)
+        return len(ours) <= MAX_MANIFEST_BYTES and (folder / MANIFEST).read_bytes() == ours
+    except (KeyError, OSError, tarfile.TarError, EOFError):
+        return False
 
 
 def _copy_limited(src: Any, out: Any, size: int) -> int:

@@ -130,7 +130,14 @@ def test_archive_and_its_checksum(bundle_src: Path, tmp_path: Path) -> None:
     copy = Path(shutil.copy2(archive, tmp_path / archive.name))
     manifest = open_bundle(copy)
     assert manifest.run_dir == tmp_path / bundle_src.name
-    # a second unpack into the same place is refused, not merged
+    # unpacked before: the same bundle is used as it is (its files are verified against the manifest);
+    # a tampered file in it is still refused by open_bundle
+    assert safe_extract(copy, tmp_path) == tmp_path / bundle_src.name
+    (tmp_path / bundle_src.name / "calib.cache").write_text("TRT-8501-EntropyCalibration2\n")
+    with pytest.raises(EdgeResNetError, match="calib.cache does not match the sha256"):
+        open_bundle(copy)
+    # a different folder of that name (another manifest) is refused, not merged
+    (tmp_path / bundle_src.name / "manifest.json").write_text("{}")
     with pytest.raises(EdgeResNetError, match="already exists"):
         safe_extract(copy, tmp_path)
 
