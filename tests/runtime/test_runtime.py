@@ -88,6 +88,11 @@ def test_preprocessing_equals_the_training_transform_on_photographs(spec_name: s
         assert got.shape == (1, 3, spec["input_size"], spec["input_size"]) and got.dtype == np.float32
         diff = float(np.abs(got[0] - expected).max())
         assert diff <= PARITY_TOL, (spec_name, name, diff)
+        # the two halves a bundle's validation set uses (cropped pixels stored, normalised on the
+        # device) give the very same array as the one-step path, which normalises by table
+        crops = pre.pixels(img)
+        assert crops.dtype == np.uint8 and crops.shape == (spec["input_size"], spec["input_size"], 3)
+        assert np.array_equal(pre.normalize(crops[None])[0], got[0]), (spec_name, name)
 
 
 @pytest.mark.parametrize("spec_name", ["imagenet", "imagenet-bgr", "digits"])
