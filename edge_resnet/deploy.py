@@ -20,11 +20,11 @@ import numpy as np
 from edge_resnet import __version__, atomic
 from edge_resnet.errors import ConfigError, EdgeResNetError
 from edge_resnet.runtime.backends import OnnxRuntimeBackend
-from edge_resnet.runtime.manifest import MANIFEST_NAME, Manifest, load_manifest
+from edge_resnet.runtime.manifest import Manifest, load_manifest
 from edge_resnet.runtime.preprocess import Preprocessor
 from edge_resnet.runtime.validate import DEFAULT_MIN_AGREEMENT, ValidationResult, ValidationSet, check_backend
 from export.build_plan import BuildOptions
-from export.bundle import SCRIPT, VALIDATION, safe_extract, write_bundle
+from export.bundle import VALIDATION, safe_extract, write_bundle
 from export.engine_key import EngineKey, System, decide, probe_system, read_sidecar
 from export.trtexec import build_script
 
@@ -296,10 +296,5 @@ def _check_engine(manifest: Manifest, engine: Path, system: System, *, action: s
     return DeviceCheck(result=result, report=report, engine=engine, action=action)
 
 
-def default_engine_input(manifest: Manifest) -> tuple[str, tuple[int, ...]]:
-    chw = tuple(int(d) for d in manifest.input_shape[1:])
-    return manifest.input_name, chw
-
-
-__all__ = ["BundleResult", "DeviceCheck", "MANIFEST_NAME", "SCRIPT", "build_and_check", "check_model",
-           "make_bundle", "open_bundle", "verify_engine"]
+__all__ = ["BundleResult", "DeviceCheck", "build_and_check", "check_model", "make_bundle", "open_bundle",
+           "verify_engine"]
