@@ -7,12 +7,14 @@ with the INT8 CPU target on ONNX Runtime:
 - pre- plus post-processing <= 10% of inference time (means over the camera run's own per-frame
   figures).
 
-The run directory is runs/resnet18-224 (random weights, ten digit classes; speed only). It is built
-only when missing (the bench uses the same run): a random resnet18 with jittered BatchNorm
-statistics, exported with every INT8 target, max calibration on 64 digits and the accuracy gate
-opened (a random net's accuracy means nothing).
+Both resamplers a preprocessing spec offers are measured, each with its own run directory:
+runs/resnet18-224 ("pil", torchvision's antialiased resize; the bench uses the same run) and
+runs/resnet18-224-opencv ("opencv": cv2.resize, no antialiasing). Random weights, ten digit
+classes; speed only. A run is built only when missing: a random resnet18 with jittered BatchNorm
+statistics (the same weights for both), exported with every INT8 target, max calibration on 64
+digits and the accuracy gate opened (a random net's accuracy means nothing).
 
-    .venv/bin/python benchmarks/camera_fps.py [--frames 300] [--threads 0]
+    .venv/bin/python benchmarks/camera_fps.py [--frames 300] [--threads 0] [--resampler opencv]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +38,14 @@ sys.path.insert(0, str(REPO))
 from benchmarks._common import jitter_batchnorm, machine  # noqa: E402
 from edge_resnet.runtime.camera import camera_threads  # noqa: E402
 
-RUN = REPO / "runs" / "resnet18-224"
+RUNS = {"pil": REPO / "runs" / "resnet18-224", "opencv": REPO / "runs" / "resnet18-224-opencv"}
+RUN = RUNS["pil"]
 MIN_RATIO = 0.9
 MAX_OVERHEAD = 0.10
 
 
-def ensure_run(run_dir: Path = RUN) -> Path:
-    """runs/resnet18-224 with model.int8.cpu.onnx, built (about two minutes on two cores) if missing."""
+def ensure_run(run_dir: Path = RUN, resampler: str = "pil") -> Path:
+    """``run_dir`` with model.int8.cpu.onnx, built (about two minutes on two cores) if missing."""
     if (run_dir / "manifest.json").is_file() and (run_dir / "model.int8.cpu.onnx").is_file():
         return run_dir
     import torch
@@ -51,13 +55,14 @@ def ensure_run(run_dir: Path = RUN) -> Path:
     from edge_resnet.pipeline import ExportOptions, export_run
     from edge_resnet.training.checkpoint import Checkpoint, save_checkpoint
 
-    print(f"building {run_dir} (random resnet18 at 224, INT8 for every target) ...", flush=True)
+    print(f"building {run_dir} (random resnet18 at 224, {resampler} resize, INT8 for every target) ...", flush=True)
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=10)
     jitter_batchnorm(model, seed=0)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoint(arch="resnet18", shortcut="B", classes=[str(d) for d in range(10)],
-                      preprocessing=PreprocessSpec.imagenet(224), state_dict=model.state_dict(),
+                      preprocessing=replace(PreprocessSpec.imagenet(224), resampler=resampler),
+                      state_dict=model.state_dict(),
                       extra={"dataset": "digits", "seed": 0, "note": "random weights, for speed measurements"})
     save_checkpoint(run_dir / "model.pt", ckpt)
     export_run(ExportOptions(model=str(run_dir / "model.pt"), int8=True, target="all", calib_method="max",
@@ -111,7 +116,12 @@ def camera_run(run_dir: Path, video: Path, threads: int, jsonl: Path) -> dict[st
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"camera run failed ({out.returncode}):\n{out.stderr}")
-    return json.loads(summary.read_text())
+    result = json.loads(summary.read_text())
+    frames = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    for key in ("pre_ms", "infer_ms", "post_ms"):  # per-frame medians, beside the summary's means
+        result[f"median_{key}"] = statistics.median(f[key] for f in frames)
+    result["lines"] = len(frames)
+    return result
 
 
 def main() -> int:
@@ -121,32 +131,37 @@ def main() -> int:
                    help="ONNX Runtime intra-op thread settings to measure, 0: the camera's default, every core "
                         "but one (default: 0 and all cores)")
     p.add_argument("--runs", type=int, default=300, help="timed backend.run calls per round (default: %(default)s)")
-    p.add_argument("--repeat", type=int, default=3, help="rounds per setting, pure inference and camera run "
+    p.add_argument("--repeat", type=int, default=5, help="rounds per setting, pure inference and camera run "
                                                          "alternating (default: %(default)s)")
+    p.add_argument("--resampler", nargs="+", choices=list(RUNS), default=list(RUNS),
+                   help="preprocessing resize implementations to measure (default: both)")
     args = p.parse_args()
 
-    run_dir = ensure_run()
+    run_dirs = {name: ensure_run(RUNS[name], name) for name in args.resampler}
     print(f"machine: {machine()}")
     print(f"video: {args.frames} frames 640x480 (mp4v) from scikit-image photographs; resnet18 224, INT8 CPU "
           f"target (model.int8.cpu.onnx), random weights; ONNX Runtime CPU provider")
-    ok_all = True
+    verdicts = {}
     with tempfile.TemporaryDirectory() as tmp:
         video = write_video(Path(tmp) / "photos-640x480.mp4", args.frames)
-        for threads in args.threads:
-            rounds = []
-            for _ in range(args.repeat):  # alternate, so drift on a shared machine hits both sides
-                pure = pure_inference(run_dir, video, camera_threads(threads), args.runs)
-                cam = camera_run(run_dir, video, threads, Path(tmp) / "frames.jsonl")
-                lines = len((Path(tmp) / "frames.jsonl").read_text().splitlines())
-                assert lines == cam["frames"] == args.frames, (lines, cam)
-                rounds.append((pure, cam))
-            ok_all &= report(threads, rounds)
-    return 0 if ok_all else 1
+        for name, run_dir in run_dirs.items():
+            for threads in args.threads:
+                rounds = []
+                for _ in range(args.repeat):  # alternate, so drift on a shared machine hits both sides
+                    pure = pure_inference(run_dir, video, camera_threads(threads), args.runs)
+                    cam = camera_run(run_dir, video, threads, Path(tmp) / "frames.jsonl")
+                    assert cam["lines"] == cam["frames"] == args.frames, cam
+                    rounds.append((pure, cam))
+                verdicts[name, threads] = report(name, threads, rounds)
+    print("summary: " + "; ".join(f"{name} resize, threads={camera_threads(t)}: {'PASS' if ok else 'FAIL'}"
+                                  for (name, t), ok in verdicts.items()))
+    return 0 if all(verdicts.values()) else 1
 
 
-def report(threads: int, rounds: list[tuple[dict, dict]]) -> bool:
+def report(resampler: str, threads: int, rounds: list[tuple[dict, dict]]) -> bool:
     """Print one setting's rounds and its verdicts (medians over the rounds)."""
-    label = f"threads={camera_threads(threads)}" + (" (the camera's default)" if threads == 0 else "")
+    label = (f"{resampler} resize, threads={camera_threads(threads)}"
+             + (" (the camera's default)" if threads == 0 else ""))
     ratios, overheads = [], []
     for i, (pure, cam) in enumerate(rounds, 1):
         rate = 1000 / pure["mean_ms"]
@@ -155,7 +170,8 @@ def report(threads: int, rounds: list[tuple[dict, dict]]) -> bool:
         print(f"  {label} round {i}: pure inference {rate:.1f}/s ({pure['mean_ms']:.2f} ms mean, "
               f"{pure['median_ms']:.2f} median); camera {cam['fps']:.1f} FPS over {cam['frames']} frames "
               f"({cam['dropped']} dropped); mean pre {cam['pre_ms']:.2f} ms, infer {cam['infer_ms']:.2f} ms, "
-              f"post {cam['post_ms']:.3f} ms; ratio {ratios[-1]:.3f}, pre+post {100 * overheads[-1]:.1f}% of infer")
+              f"post {cam['post_ms']:.3f} ms (medians {cam['median_pre_ms']:.2f} / {cam['median_infer_ms']:.2f} / "
+              f"{cam['median_post_ms']:.3f}); ratio {ratios[-1]:.3f}, pre+post {100 * overheads[-1]:.1f}% of infer")
     ratio, overhead = statistics.median(ratios), statistics.median(overheads)
     ok_ratio, ok_overhead = ratio >= MIN_RATIO, overhead <= MAX_OVERHEAD
     print(f"{label}: end-to-end / pure inference {ratio:.3f} (median of {len(rounds)}; target >= {MIN_RATIO}) "

@@ -38,6 +38,12 @@ def other_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(tmp_path_factory, "other", {"epochs": 1, "batch_size": 32, "seed": 1})
 
 
+def opencv_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """resnet8 trained as ``tiny_checkpoint`` but with the OpenCV resampler in its spec: every resize of
+    training, evaluation and calibration goes through cv2.resize."""
+    return _train(tmp_path_factory, "opencv", {"epochs": 4, "batch_size": 32, "resampler": "opencv"})
+
+
 def copy_checkpoint(src: Path, run_dir: Path) -> Path:
     """A fresh run directory holding only a copy of ``src``: tests that write never share a folder."""
     run_dir.mkdir(parents=True, exist_ok=True)

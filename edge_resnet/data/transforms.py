@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms import RandomResizedCrop as _RandomResizedCropV1
 from torchvision.transforms import v2 as T
 
 from edge_resnet.data.preprocessing import PreprocessSpec
+from edge_resnet.imaging import import_cv2, opencv_resize, resized_size
 
 Augment = Literal["cifar", "imagenet", "none"]
 AUGMENTS: tuple[str, ...] = ("cifar", "imagenet", "none")
@@ -19,6 +23,45 @@ class _ToBGR(torch.nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return t.flip(0)
+
+
+class OpenCVResize(torch.nn.Module):
+    """``T.Resize(size)`` on a PIL image, computed by ``edge_resnet.imaging.opencv_resize``: the
+    resize a spec with ``resampler="opencv"`` asks for, the very function the runtime calls."""
+
+    def __init__(self, size: int, interpolation: str) -> None:
+        super().__init__()
+        import_cv2()  # fail when the transform is built, not in a DataLoader worker
+        self.size, self.interpolation = size, interpolation
+
+    def forward(self, img: Image.Image) -> Image.Image:
+        h, w = resized_size(img.height, img.width, self.size)
+        if (h, w) == (img.height, img.width):
+            return img
+        return Image.fromarray(opencv_resize(np.asarray(img), h, w, self.interpolation))
+
+
+class OpenCVRandomResizedCrop(torch.nn.Module):
+    """``T.RandomResizedCrop(size)`` (the same random window, torchvision's own sampler) whose
+    resize is ``opencv_resize``."""
+
+    def __init__(self, size: int, interpolation: str) -> None:
+        super().__init__()
+        import_cv2()
+        self.size, self.interpolation = size, interpolation
+        self.scale, self.ratio = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)
+
+    def forward(self, img: Image.Image) -> Image.Image:
+        top, left, h, w = _RandomResizedCropV1.get_params(img, self.scale, self.ratio)
+        window = np.asarray(img)[top:top + h, left:left + w]
+        return Image.fromarray(opencv_resize(window, self.size, self.size, self.interpolation))
+
+
+def _resize(spec: PreprocessSpec) -> T.Transform | torch.nn.Module:
+    """Shorter side to ``spec.resize`` with the spec's resampler."""
+    if spec.resampler == "opencv":
+        return OpenCVResize(spec.resize, spec.interpolation)
+    return T.Resize(spec.resize, interpolation=InterpolationMode(spec.interpolation), antialias=True)
 
 
 def _tail(spec: PreprocessSpec) -> list[T.Transform]:
@@ -32,12 +75,7 @@ def _tail(spec: PreprocessSpec) -> list[T.Transform]:
 
 def eval_transform(spec: PreprocessSpec) -> T.Compose:
     """The deterministic transform the spec describes (PIL image in, CHW float tensor out)."""
-    interp = InterpolationMode(spec.interpolation)
-    return T.Compose([
-        T.Resize(spec.resize, interpolation=interp, antialias=True),
-        T.CenterCrop(spec.input_size),
-        *_tail(spec),
-    ])
+    return T.Compose([_resize(spec), T.CenterCrop(spec.input_size), *_tail(spec)])
 
 
 def train_transform(spec: PreprocessSpec, augment: Augment, hflip: bool) -> T.Compose:
@@ -45,12 +83,16 @@ def train_transform(spec: PreprocessSpec, augment: Augment, hflip: bool) -> T.Co
 
     "cifar": resize/crop as evaluation, then 4-pixel zero padding and a random crop (section 4.2).
     "imagenet": a random-resized crop (scale 0.08-1), the torchvision recipe.
+    Every resize uses the spec's resampler, so training sees the resize the device will do.
     """
-    interp = InterpolationMode(spec.interpolation)
-    if augment == "imagenet":
-        steps: list[T.Transform] = [T.RandomResizedCrop(spec.input_size, interpolation=interp, antialias=True)]
+    steps: list[T.Transform | torch.nn.Module]
+    if augment == "imagenet" and spec.resampler == "opencv":
+        steps = [OpenCVRandomResizedCrop(spec.input_size, spec.interpolation)]
+    elif augment == "imagenet":
+        interp = InterpolationMode(spec.interpolation)
+        steps = [T.RandomResizedCrop(spec.input_size, interpolation=interp, antialias=True)]
     else:
-        steps = [T.Resize(spec.resize, interpolation=interp, antialias=True), T.CenterCrop(spec.input_size)]
+        steps = [_resize(spec), T.CenterCrop(spec.input_size)]
         if augment == "cifar":
             steps.append(T.RandomCrop(spec.input_size, padding=4))
     if hflip:

@@ -1,15 +1,17 @@
 """The preprocessing of training and evaluation, reproduced without torch.
 
-Training and evaluation apply ``edge_resnet.data.transforms.eval_transform``: torchvision's v2
-``Resize(resize)`` + ``CenterCrop(input_size)`` on a PIL image, then scaling to [0, 1], an optional
-RGB -> BGR flip and the mean/std normalisation. This module does the same steps with the same
-library where it matters: the resize is PIL's own ``Image.resize`` with the same filter (that is
-what torchvision calls for PIL images, antialiased by construction), so both sides share one
-resize implementation; the output size and crop offset use torchvision's integer rules, copied
-below; the arithmetic is the same float32 operations in the same order. The result matches the
-training pipeline bit for bit on real photographs (tests/runtime checks it per spec).
+Training and evaluation apply ``edge_resnet.data.transforms.eval_transform``: a resize of the
+shorter side + torchvision's ``CenterCrop(input_size)`` on a PIL image, then scaling to [0, 1], an
+optional RGB -> BGR flip and the mean/std normalisation. This module does the same steps with the
+same library where it matters. The resize is the spec's ``resampler``: "pil" is PIL's own
+``Image.resize`` with the same filter (what torchvision calls for PIL images, antialiased by
+construction); "opencv" is ``edge_resnet.imaging.opencv_resize``, the function the training
+transform calls. Either way both sides share one resize implementation. The output size and crop
+offset use torchvision's integer rules; the arithmetic is the same float32 operations in the same
+order. The result matches the training pipeline bit for bit on real photographs (tests/runtime
+checks it per spec).
 
-Frames from OpenCV are BGR; pass ``order="BGR"`` and they are flipped to RGB before anything else.
+Frames from OpenCV are BGR; pass ``order="BGR"`` and they are treated as RGB would be.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from edge_resnet.errors import ConfigError, EdgeResNetError
-from edge_resnet.imaging import to_rgb
+from edge_resnet.imaging import RESAMPLERS, import_cv2, opencv_resize, resized_size, to_rgb
 
 # PreprocessSpec's defaults (edge_resnet.data.preprocessing), for specs that leave them out
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,18 +35,10 @@ RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
 }
-SPEC_FIELDS = ("input_size", "resize", "mean", "std", "interpolation", "channel_order", "layout")
+SPEC_FIELDS = ("input_size", "resize", "mean", "std", "interpolation", "channel_order", "layout", "resampler")
 ORDERS = ("RGB", "BGR")
 
 Frame = Any  # a PIL image or a uint8 numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
-
-
-def resized_size(height: int, width: int, resize: int) -> tuple[int, int]:
-    """(height, width) after torchvision's ``Resize(resize)``: the shorter side becomes ``resize``,
-    the longer one ``int(resize * long / short)`` (truncated, not rounded: 300x451 -> 256x384)."""
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = resize, int(resize * long / short)
-    return (new_long, new_short) if width <= height else (new_short, new_long)
 
 
 def crop_origin(height: int, width: int, crop: int) -> tuple[int, int]:
@@ -58,16 +52,13 @@ def frame_to_pil(frame: Frame, order: str = "RGB") -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(np.asarray(img)[..., ::-1])) if swapped else img
 
 
-def _frame_to_pil(frame: Frame, order: str) -> tuple[Image.Image, bool]:
-    """The frame as a 3-channel PIL image, and whether its channels are still BGR.
-
-    A BGR frame is wrapped as it is: resizing treats channels independently, so swapping them
-    after resize and crop (on ~8x fewer pixels) gives the same bytes as swapping first.
-    """
+def _frame_to_array(frame: Frame, order: str) -> tuple[np.ndarray, bool]:
+    """A numpy frame checked, or a PIL image as RGB pixels: uint8 (H, W) grey, (H, W, 3) or
+    (H, W, 4) with alpha last; and whether its channels are BGR."""
     if order not in ORDERS:
         raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     if isinstance(frame, Image.Image):
-        return to_rgb(frame), False
+        return np.asarray(to_rgb(frame)), False
     if not isinstance(frame, np.ndarray):
         raise EdgeResNetError(f"a frame must be a PIL image or a numpy array, got {type(frame).__name__}")
     if frame.dtype != np.uint8:
@@ -75,13 +66,27 @@ def _frame_to_pil(frame: Frame, order: str) -> tuple[Image.Image, bool]:
                               "convert with np.clip(x, 0, 255).astype(np.uint8)")
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[..., 0]
-    if frame.ndim == 2:
-        return Image.fromarray(frame).convert("RGB"), False
+    if frame.ndim == 2 and 0 not in frame.shape:
+        return frame, False
     if frame.ndim != 3 or frame.shape[2] not in (3, 4) or 0 in frame.shape:
         raise EdgeResNetError(f"a numpy frame must be (H, W), (H, W, 3) or (H, W, 4), got shape {frame.shape}")
+    return frame, order == "BGR"
+
+
+def _frame_to_pil(frame: Frame, order: str) -> tuple[Image.Image, bool]:
+    """The frame as a 3-channel PIL image, and whether its channels are still BGR.
+
+    A BGR frame is wrapped as it is: resizing treats channels independently, so swapping them
+    after resize and crop (on ~8x fewer pixels) gives the same bytes as swapping first.
+    """
+    if isinstance(frame, Image.Image):
+        return to_rgb(frame), False
+    pixels, swapped = _frame_to_array(frame, order)
+    if pixels.ndim == 2:
+        return Image.fromarray(pixels).convert("RGB"), False
     # alpha is dropped, as to_rgb does for RGBA images
-    three = frame if frame.shape[2] == 3 else frame[..., :3]
-    return Image.fromarray(np.ascontiguousarray(three), mode=None), order == "BGR"
+    three = pixels if pixels.shape[2] == 3 else pixels[..., :3]
+    return Image.fromarray(np.ascontiguousarray(three), mode=None), swapped
 
 
 class Preprocessor:
@@ -104,6 +109,7 @@ class Preprocessor:
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"preprocessing spec needs input_size and resize with numeric mean/std ({e!r})") from None
         self.interpolation = str(spec.get("interpolation", "bilinear"))
+        self.resampler = str(spec.get("resampler", "pil"))
         self.channel_order = str(spec.get("channel_order", "RGB"))
         layout = str(spec.get("layout", "NCHW"))
         if self.input_size < 1 or self.resize < self.input_size:
@@ -111,6 +117,8 @@ class Preprocessor:
                               f"resize={self.resize}")
         if self.interpolation not in RESAMPLE:
             raise ConfigError(f"interpolation {self.interpolation!r} is not one of {tuple(RESAMPLE)}")
+        if self.resampler not in RESAMPLERS:
+            raise ConfigError(f"resampler {self.resampler!r} is not one of {RESAMPLERS}")
         if self.channel_order not in ORDERS or layout != "NCHW":
             raise ConfigError(f"unsupported channel order/layout {self.channel_order}/{layout}; use RGB or BGR, NCHW")
         if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
@@ -126,10 +134,18 @@ class Preprocessor:
         # the RGB channel each output channel reads
         self._source = (2, 1, 0) if self.channel_order == "BGR" else (0, 1, 2)
         self._resample = RESAMPLE[self.interpolation]
+        # with resampler "opencv", normalisation goes through cv2.LUT: for a crop in RGB and in BGR
+        # order, a (1, 256, 3) table whose channel c is the table of the output channel reading c
+        self._cv2 = import_cv2() if self.resampler == "opencv" else None
+        self._cv_tables = {}
+        for swapped in (False, True):
+            reads = [2 - c if swapped else c for c in self._source]
+            self._cv_tables[swapped] = np.ascontiguousarray(self._lut[[reads.index(c) for c in range(3)]].T[None])
 
     def __repr__(self) -> str:
         return (f"Preprocessor(input_size={self.input_size}, resize={self.resize}, "
-                f"interpolation={self.interpolation!r}, channel_order={self.channel_order!r})")
+                f"interpolation={self.interpolation!r}, channel_order={self.channel_order!r}, "
+                f"resampler={self.resampler!r})")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -138,14 +154,34 @@ class Preprocessor:
 
     def pixels(self, frame: Frame, order: str = "RGB") -> np.ndarray:
         """The resized, centre-cropped RGB pixels of one frame: (input_size, input_size, 3) uint8."""
+        crop, swapped = self._crop(frame, order)
+        return crop[..., ::-1] if swapped else crop
+
+    def _crop(self, frame: Frame, order: str) -> tuple[np.ndarray, bool]:
+        """The resized, centre-cropped pixels (S, S, 3) uint8 still in the frame's channel order, and
+        whether that order is BGR."""
+        if self.resampler == "opencv":
+            return self._opencv_crop(frame, order)
         img, swapped = _frame_to_pil(frame, order)
         h, w = resized_size(img.height, img.width, self.resize)
         if (h, w) != (img.height, img.width):  # torchvision skips the resize in this case too
             img = img.resize((w, h), resample=self._resample)
         top, left = crop_origin(h, w, self.input_size)
         s = self.input_size
-        crop = np.asarray(img)[top:top + s, left:left + s]
-        return crop[..., ::-1] if swapped else crop
+        return np.asarray(img)[top:top + s, left:left + s], swapped
+
+    def _opencv_crop(self, frame: Frame, order: str) -> tuple[np.ndarray, bool]:
+        """``_crop`` with resampler "opencv": the frame resized as it comes (grey, BGR or with alpha:
+        OpenCV resizes the channels independently), then cropped, alpha dropped, grey repeated."""
+        pixels, swapped = _frame_to_array(frame, order)
+        h, w = resized_size(pixels.shape[0], pixels.shape[1], self.resize)
+        resized = opencv_resize(pixels, h, w, self.interpolation)
+        top, left = crop_origin(h, w, self.input_size)
+        s = self.input_size
+        crop = resized[top:top + s, left:left + s]
+        if crop.ndim == 2:
+            return np.repeat(crop[..., None], 3, axis=2), False
+        return crop[..., :3], swapped
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """Cropped RGB pixels (..., S, S, 3) uint8 as the network's input (..., 3, S, S) float32."""
@@ -158,8 +194,25 @@ class Preprocessor:
 
     def image(self, frame: Frame, order: str = "RGB") -> np.ndarray:
         """One frame as a (3, input_size, input_size) float32 array (``normalize``'s values, by table)."""
-        pixels = self.pixels(frame, order)
-        return np.stack([self._lut[k].take(pixels[..., c]) for k, c in enumerate(self._source)])
+        out = np.empty(self.shape, dtype=np.float32)
+        self._fill(frame, order, out)
+        return out
+
+    def _fill(self, frame: Frame, order: str, out: np.ndarray) -> None:
+        """Write one frame's input into ``out`` (3, S, S) float32, normalising by table."""
+        crop, swapped = self._crop(frame, order)
+        # the crop's channel each output channel reads
+        reads = [2 - c if swapped else c for c in self._source]
+        if self._cv2 is None:
+            for k, c in enumerate(reads):
+                np.take(self._lut[k], crop[..., c], out=out[k])
+            return
+        # OpenCV (there with resampler "opencv"): one cv2.LUT over the interleaved crop, each of its
+        # channels through the table of the output channel that reads it, then split into the planes;
+        # the same float32 values, 1.6x faster than three numpy takes
+        writes = [reads.index(c) for c in range(3)]
+        table = self._cv_tables[swapped]
+        self._cv2.split(self._cv2.LUT(np.ascontiguousarray(crop), table), [out[k] for k in writes])
 
     def __call__(self, frames: Frame | Sequence[Frame], order: str = "RGB") -> np.ndarray:
         """A frame, a sequence of frames or an (N, H, W, C) uint8 array as an (N, 3, S, S) float32 batch."""
@@ -169,5 +222,5 @@ class Preprocessor:
             raise EdgeResNetError("no frames to preprocess (got an empty batch)")
         out = np.empty((len(frames), *self.shape), dtype=np.float32)
         for i, frame in enumerate(frames):
-            out[i] = self.image(frame, order)
+            self._fill(frame, order, out[i])
         return out

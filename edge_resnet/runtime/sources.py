@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from edge_resnet import imaging
 from edge_resnet.errors import ConfigError, EdgeResNetError
 
 log = logging.getLogger(__name__)
@@ -161,12 +162,7 @@ class RetryPolicy:
 
 
 def import_cv2() -> Any:
-    try:
-        import cv2
-    except ImportError:
-        raise EdgeResNetError("the camera app needs OpenCV: `pip install -e '.[video]'` "
-                              "(opencv-python-headless), or JetPack's own python3-opencv on a Jetson") from None
-    return cv2
+    return imaging.import_cv2("the camera app")
 
 
 def _build_has(cv2: Any, feature: str) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from edge_resnet.data.transforms import AUGMENTS
 from edge_resnet.errors import ConfigError
+from edge_resnet.imaging import RESAMPLERS
 
 SCHEDULES = ("cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
@@ -29,6 +30,9 @@ class TrainConfig:
     num_classes: int | None = None
     # network input side; None: the model's default (32 CIFAR, 224 ImageNet)
     input_size: int | None = None
+    # the resize implementation of the preprocessing (edge_resnet.imaging.RESAMPLERS); None: "pil"
+    # for a fresh model, the checkpoint's own when fine-tuning one of ours
+    resampler: str | None = None
     epochs: int = 30
     # global batch size; under torchrun each process takes batch_size / world_size
     batch_size: int = 128
@@ -66,6 +70,7 @@ class TrainConfig:
             (self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (self.num_classes is None or self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}"),
             (self.input_size is None or self.input_size >= 8, f"input size must be >= 8, got {self.input_size}"),
+            (self.resampler in (None, *RESAMPLERS), f"resampler {self.resampler!r} is not one of {', '.join(RESAMPLERS)}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -107,15 +107,16 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{arch}-{dataset_name(cfg.data)}"
 
 
-def default_preprocessing(arch: str, data: DatasetSplits, input_size: int | None) -> PreprocessSpec:
+def default_preprocessing(arch: str, data: DatasetSplits, input_size: int | None,
+                          resampler: str | None = None) -> PreprocessSpec:
     """Crop to the model's input size; CIFAR nets see the whole image, ImageNet nets torchvision's
-    resize-256/crop-224 ratio; normalise with the dataset's statistics when it has them."""
+    resize-256/crop-224 ratio; normalise with the dataset's statistics when it has them; resize
+    with PIL unless ``resampler`` says otherwise."""
     spec = get_spec(arch)
     size = input_size or spec.input_size
     resize = size if spec.family == "cifar" else round(size * 256 / 224)
-    if data.mean is not None and data.std is not None:
-        return PreprocessSpec(input_size=size, resize=resize, mean=data.mean, std=data.std)
-    return PreprocessSpec(input_size=size, resize=resize)
+    stats = {"mean": data.mean, "std": data.std} if data.mean is not None and data.std is not None else {}
+    return PreprocessSpec(input_size=size, resize=resize, resampler=resampler or "pil", **stats)
 
 
 def _is_path(model: str) -> bool:
@@ -129,13 +130,17 @@ def _start_model(cfg: TrainConfig, data: DatasetSplits) -> tuple[ResNet, str, st
         base = load_checkpoint(cfg.model)
         model = create_model(base.arch, num_classes=n, shortcut=base.shortcut)
         load_weights(model, base.state_dict, source=f"checkpoint {cfg.model}")
-        # the weights were learned on this preprocessing; keep it
-        return model, base.arch, base.shortcut, base.preprocessing
+        # the weights were learned on this preprocessing; keep it, but for a resampler asked for
+        pre = base.preprocessing
+        if cfg.resampler is not None and cfg.resampler != pre.resampler:
+            log.info("preprocessing: resizing with %s instead of the checkpoint's %s", cfg.resampler, pre.resampler)
+            pre = replace(pre, resampler=cfg.resampler)
+        return model, base.arch, base.shortcut, pre
     model = create_model(cfg.model, num_classes=n, shortcut=cfg.shortcut)
     if cfg.weights:
         if load_weights(model, read_weights(cfg.weights), source=f"weights {cfg.weights}"):
             log.info("new %d-class classifier head on top of %s", n, cfg.weights)
-    return model, cfg.model, cfg.shortcut.upper(), default_preprocessing(cfg.model, data, cfg.input_size)
+    return model, cfg.model, cfg.shortcut.upper(), default_preprocessing(cfg.model, data, cfg.input_size, cfg.resampler)
 
 
 def _loader(ds: Dataset, batch: int, workers: int, sampler=None, device: torch.device | None = None) -> DataLoader:

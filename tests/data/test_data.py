@@ -17,11 +17,13 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2 as T
 
 from edge_resnet.data import (
     IMAGENET_MEAN,
@@ -170,6 +172,10 @@ def test_preprocess_spec_round_trips_through_dict_and_torch_load(tmp_path: Path)
     default = PreprocessSpec(input_size=8, resize=8)
     assert PreprocessSpec.from_dict(default.to_dict()) == default
     assert PreprocessSpec.from_dict({"input_size": 8, "resize": 8}) == default
+    # resampler: written only when it is not PIL, so PIL specs read as before the field existed
+    assert "resampler" not in default.to_dict()
+    cv = PreprocessSpec(input_size=8, resize=8, resampler="opencv")
+    assert cv.to_dict()["resampler"] == "opencv" and PreprocessSpec.from_dict(cv.to_dict()) == cv
 
 
 def test_imagenet_spec_is_resize_256_crop_224() -> None:
@@ -193,6 +199,7 @@ def test_imagenet_spec_is_resize_256_crop_224() -> None:
     {"input_size": 32, "resize": 32, "layout": "NHWC"},
     {"input_size": 32, "resize": 32, "std": (0.2, float("nan"), 0.2)},
     {"input_size": 32, "resize": 32, "mean": ("a", 0.5, 0.5)},
+    {"input_size": 32, "resize": 32, "resampler": "torch"},
 ])
 def test_invalid_preprocess_spec_raises_config_error(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
@@ -222,17 +229,22 @@ def _photo(seed: int, w: int, h: int) -> Image.Image:
 
 
 _PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+_CV2_FLAGS = {"nearest": cv2.INTER_NEAREST_EXACT, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
 def _reference(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """What the spec says, with PIL and numpy only: shorter side to ``resize``, center crop,
-    [0, 1], normalise, CHW."""
+    """What the spec says, with PIL (or cv2 for resampler "opencv") and numpy only: shorter side
+    to ``resize``, center crop, [0, 1], normalise, CHW."""
     w, h = img.size
     if w <= h:
         new_w, new_h = spec.resize, int(spec.resize * h / w)
     else:
         new_w, new_h = int(spec.resize * w / h), spec.resize
-    resized = np.asarray(img.resize((new_w, new_h), _PIL_FILTERS[spec.interpolation]), dtype=np.float64)
+    if spec.resampler == "opencv":
+        flag = _CV2_FLAGS[spec.interpolation]
+        resized = cv2.resize(np.asarray(img), (new_w, new_h), interpolation=flag).astype(np.float64)
+    else:
+        resized = np.asarray(img.resize((new_w, new_h), _PIL_FILTERS[spec.interpolation]), dtype=np.float64)
     # the margins are even in these tests, so "center" is unambiguous
     assert (new_h - spec.input_size) % 2 == 0 and (new_w - spec.input_size) % 2 == 0
     top, left = (new_h - spec.input_size) // 2, (new_w - spec.input_size) // 2
@@ -247,6 +259,11 @@ def _reference(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     ((64, 64), {"input_size": 32, "resize": 32, "interpolation": "nearest", "mean": (0.5, 0.4, 0.3),
                 "std": (0.2, 0.25, 0.3)}),
     ((330, 264), {"input_size": 224, "resize": 256}),
+    ((40, 30), {"input_size": 16, "resize": 20, "resampler": "opencv"}),
+    ((30, 50), {"input_size": 20, "resize": 24, "interpolation": "bicubic", "resampler": "opencv"}),
+    ((64, 64), {"input_size": 32, "resize": 32, "interpolation": "nearest", "resampler": "opencv"}),
+    ((330, 264), {"input_size": 224, "resize": 256, "resampler": "opencv"}),
+    ((642, 480), {"input_size": 224, "resize": 256, "resampler": "opencv"}),
 ])
 def test_eval_transform_equals_pil_resize_crop_and_numpy_normalisation(size, spec_kwargs) -> None:
     torch.manual_seed(0)
@@ -323,6 +340,60 @@ def test_imagenet_augment_gives_input_size_and_varies() -> None:
         outs.append(aug(img))
     assert all(o.shape == (3, 24, 24) and o.dtype == torch.float32 for o in outs)
     assert not torch.equal(outs[0], outs[1])
+
+
+def test_opencv_resampler_is_not_the_pil_resize() -> None:
+    """The two resamplers differ where they should (downscaling: PIL antialiases, cv2 samples 2x2),
+    so a spec's resampler is not a label without effect."""
+    img = _photo(7, 640, 480)
+    pil, cv = PreprocessSpec.imagenet(224), PreprocessSpec(input_size=224, resize=256, resampler="opencv")
+    a, b = eval_transform(pil)(img), eval_transform(cv)(img)
+    assert a.shape == b.shape and not torch.equal(a, b)
+    # smoothing: the antialiased resize averages the photo's pixel noise away, 2x2 sampling keeps more
+    assert float(b.std()) > float(a.std())
+
+
+@pytest.mark.parametrize(("height", "width"), [(480, 640), (451, 300), (300, 451), (427, 640), (8, 8), (333, 999),
+                                               (100, 101), (1080, 1920), (20, 50)])
+@pytest.mark.parametrize("resize", [32, 73, 182, 256])
+def test_resized_size_is_torchvisions_rule(height: int, width: int, resize: int) -> None:
+    """The shared size rule (used by the OpenCV resize and the runtime) equals what torchvision's
+    Resize actually produces."""
+    from edge_resnet.imaging import resized_size
+    out = T.Resize(resize, antialias=True)(Image.new("RGB", (width, height)))
+    assert resized_size(height, width, resize) == (out.height, out.width)
+
+
+def test_opencv_random_resized_crop_draws_torchvisions_window() -> None:
+    """With nearest interpolation (PIL's NEAREST and cv2's INTER_NEAREST_EXACT both sample pixel
+    centres), the OpenCV random-resized crop gives the very pixels of torchvision's under one seed:
+    the same random window, the same scale and aspect-ratio ranges."""
+    img = _photo(8, 97, 61)
+    ours = train_transform(PreprocessSpec(input_size=24, resize=28, interpolation="nearest", resampler="opencv"),
+                           "imagenet", hflip=False)
+    theirs = T.Compose([T.RandomResizedCrop(24, interpolation=T.InterpolationMode.NEAREST), T.ToImage(),
+                        T.ToDtype(torch.float32, scale=True), T.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))])
+    outs = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        a = ours(img)
+        torch.manual_seed(seed)
+        assert torch.equal(a, theirs(img)), seed
+        outs.add(a.numpy().tobytes())
+    assert len(outs) > 6
+
+
+def test_opencv_train_transforms_are_seeded_and_sized() -> None:
+    img = _photo(9, 60, 48)
+    for augment, spec in (("imagenet", PreprocessSpec(input_size=24, resize=28, resampler="opencv")),
+                          ("cifar", PreprocessSpec(input_size=32, resize=32, resampler="opencv"))):
+        aug = train_transform(spec, augment, hflip=True)
+        torch.manual_seed(1)
+        a = aug(img)
+        torch.manual_seed(1)
+        assert a.shape == (3, spec.input_size, spec.input_size) and torch.equal(a, aug(img))
+        torch.manual_seed(2)
+        assert not torch.equal(a, aug(img)), augment
 
 
 @pytest.mark.parametrize("hflip", [False, True])

@@ -27,7 +27,7 @@ from edge_resnet.runtime import Classifier, Prediction, Preprocessor, load_manif
 from edge_resnet.runtime.manifest import SUPPORTED_FORMATS
 from edge_resnet.runtime.preprocess import crop_origin, resized_size, to_rgb
 from tests.helpers import BLOCK_TORCH
-from tests.tiny_model import tiny_checkpoint
+from tests.tiny_model import opencv_checkpoint, tiny_checkpoint
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -44,6 +44,14 @@ SPECS = {
     # odd sizes: 182 * 600 / 400 = 273, so the crop offset is 56.5 and Python's round() decides it
     "bicubic-160": {"input_size": 160, "resize": 182, "interpolation": "bicubic"},
     "nearest-64": {"input_size": 64, "resize": 73, "interpolation": "nearest"},
+    # the same with OpenCV resizing on both sides (resampler "opencv")
+    "imagenet-opencv": {**PreprocessSpec.imagenet(224).to_dict(), "resampler": "opencv"},
+    "imagenet-bgr-opencv": {**PreprocessSpec.imagenet(224).to_dict(), "channel_order": "BGR", "resampler": "opencv",
+                            "mean": [0.406, 0.456, 0.485], "std": [0.225, 0.224, 0.229]},
+    "digits-opencv": {"input_size": 32, "resize": 32, "mean": [0.3056, 0.3056, 0.3056], "std": [0.3764, 0.3764, 0.3764],
+                      "resampler": "opencv"},
+    "bicubic-160-opencv": {"input_size": 160, "resize": 182, "interpolation": "bicubic", "resampler": "opencv"},
+    "nearest-64-opencv": {"input_size": 64, "resize": 73, "interpolation": "nearest", "resampler": "opencv"},
 }
 
 
@@ -74,7 +82,8 @@ PHOTOS = _photos()
 def test_preprocessing_equals_the_training_transform_on_photographs(spec_name: str) -> None:
     """Runtime vs ``eval_transform(PreprocessSpec.from_dict(spec))`` per photo: max |diff| <= 1e-5.
 
-    Both sides resize with PIL's Image.resize and do the same float32 arithmetic, so the measured
+    Both sides resize with the same implementation (PIL's Image.resize, or with resampler "opencv"
+    edge_resnet.imaging.opencv_resize) and do the same float32 arithmetic, so the measured
     difference is 0.0 (bit-identical); 1e-5 is the stated tolerance, far below one 8-bit level
     (1/255/std ~ 0.017).
     """
@@ -95,7 +104,7 @@ def test_preprocessing_equals_the_training_transform_on_photographs(spec_name: s
         assert np.array_equal(pre.normalize(crops[None])[0], got[0]), (spec_name, name)
 
 
-@pytest.mark.parametrize("spec_name", ["imagenet", "imagenet-bgr", "digits"])
+@pytest.mark.parametrize("spec_name", ["imagenet", "imagenet-bgr", "digits", "imagenet-opencv", "imagenet-bgr-opencv"])
 def test_opencv_bgr_frames_equal_the_pil_rgb_path(spec_name: str, tmp_path: Path) -> None:
     """A frame as OpenCV gives it (BGR uint8, here read back with cv2.imread) with order="BGR" is
     preprocessed exactly as the same photo opened with PIL."""
@@ -116,7 +125,8 @@ def test_opencv_bgr_frames_equal_the_pil_rgb_path(spec_name: str, tmp_path: Path
     assert np.array_equal(pre(frames), np.concatenate([pre(f) for f in frames]))
 
 
-def test_grey_frames_and_pil_modes_convert_as_training_does() -> None:
+@pytest.mark.parametrize("spec_name", ["imagenet", "imagenet-opencv"])
+def test_grey_frames_and_pil_modes_convert_as_training_does(spec_name: str) -> None:
     photo = Image.fromarray(PHOTOS["chelsea 300x451"])
     grey = photo.convert("L")
     images = {
@@ -130,9 +140,11 @@ def test_grey_frames_and_pil_modes_convert_as_training_does() -> None:
     images["P+transparency"] = transparent
     for mode, img in images.items():
         assert np.array_equal(np.asarray(to_rgb(img)), np.asarray(training_to_rgb(img))), mode
-    pre = Preprocessor(SPECS["imagenet"])
+    pre = Preprocessor(SPECS[spec_name])
     g = np.asarray(grey)
     assert np.array_equal(pre(g), pre(grey)) and np.array_equal(pre(g[..., None]), pre(grey))
+    # a grey frame is resized as one plane and repeated: the same bytes as resizing it as RGB
+    assert np.array_equal(pre(g), pre(grey.convert("RGB")))
 
 
 def test_resize_and_crop_rules_known_answers() -> None:
@@ -147,18 +159,25 @@ def test_resize_and_crop_rules_known_answers() -> None:
     assert crop_origin(256, 383, 224) == (16, 80)  # 79.5 -> 80
 
 
-def test_preprocessor_refuses_bad_specs_and_frames() -> None:
+@pytest.mark.parametrize("spec_name", ["digits", "digits-opencv"])
+def test_preprocessor_refuses_bad_specs_and_frames(spec_name: str) -> None:
     with pytest.raises(EdgeResNetError, match="crop_pct"):
         Preprocessor({**SPECS["imagenet"], "crop_pct": 0.875})
     with pytest.raises(EdgeResNetError, match="input_size <= resize"):
         Preprocessor({"input_size": 64, "resize": 32})
     with pytest.raises(EdgeResNetError, match="interpolation"):
         Preprocessor({"input_size": 32, "resize": 32, "interpolation": "lanczos"})
-    pre = Preprocessor(SPECS["digits"])
+    with pytest.raises(EdgeResNetError, match="resampler 'cuda' is not one of"):
+        Preprocessor({"input_size": 32, "resize": 32, "resampler": "cuda"})
+    pre = Preprocessor(SPECS[spec_name])
     with pytest.raises(EdgeResNetError, match="uint8"):
         pre(np.zeros((8, 8, 3), np.float32))
     with pytest.raises(EdgeResNetError, match="shape"):
         pre(np.zeros((8, 8, 2), np.uint8))
+    with pytest.raises(EdgeResNetError, match="shape"):
+        pre(np.zeros((0, 8, 3), np.uint8))
+    with pytest.raises(EdgeResNetError, match="shape"):
+        pre(np.zeros((8, 0), np.uint8))
     with pytest.raises(EdgeResNetError, match="order"):
         pre(np.zeros((8, 8, 3), np.uint8), order="YUV")
     with pytest.raises(EdgeResNetError, match="empty"):
@@ -211,6 +230,27 @@ def test_runtime_accuracy_equals_the_export_report(run_dir: Path, model: str, re
     # numpy frames (N, 8, 8, 3) predict as the PIL images do
     arr = np.stack([np.asarray(img) for img in images[:32]])
     assert np.array_equal(clf.logits(arr), clf.logits(images[:32]))
+
+
+@pytest.mark.slow
+def test_opencv_resampler_from_training_to_the_runtime(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A model trained with ``resampler="opencv"`` (the 8x8 digits are upsampled to 32 by cv2.resize in
+    training), exported, and classified by the runtime from its manifest: the spec travels, and the
+    runtime's top-1 is exactly the export's (FP32 and INT8) on the test split."""
+    ckpt = opencv_checkpoint(tmp_path_factory)
+    out = tmp_path_factory.mktemp("runtime-opencv") / "run"
+    result = export_run(ExportOptions(model=str(ckpt), int8=True, target="cpu", calib_method="max", num_calib=64,
+                                      batch_size=64, output=str(out)))
+    assert result.passed, result.report.failures
+    assert load_manifest(out).preprocessing["resampler"] == "opencv"
+    test = load_dataset("digits", seed=0).test
+    images = [test[i][0] for i in range(len(test))]
+    labels = np.asarray([test[i][1] for i in range(len(test))])
+    for model, key in (("fp32", "onnxruntime_fp32"), ("int8-cpu", "onnxruntime_cpu")):
+        clf = Classifier.from_run(out, model=model, providers=["CPUExecutionProvider"])
+        assert clf.preprocess.resampler == "opencv"
+        top1 = float(np.mean(clf.logits(images).argmax(axis=1) == labels))
+        assert top1 == _report_top1(out, key) and top1 > 0.9, (model, top1)
 
 
 def test_int8_picks_the_cpu_target_on_cpu_and_the_tensorrt_target_on_gpu(run_dir: Path, tmp_path: Path) -> None:

@@ -169,6 +169,24 @@ def test_fine_tune_from_our_checkpoint(run, tmp_path: Path) -> None:
     assert result.test.top1 > 0.5
 
 
+def test_resampler_is_kept_or_replaced_when_fine_tuning(run, tmp_path: Path) -> None:
+    """--resampler reaches the checkpoint's spec: a fresh model gets it, a fine-tuned one keeps its
+    own unless one is asked for (then only that field changes)."""
+    from edge_resnet.data import load_dataset
+    from edge_resnet.training.loop import default_preprocessing
+    cfg, _ = run
+    base = load_checkpoint(Path(cfg.output) / "model.pt").preprocessing
+    assert base.resampler == "pil"
+    digits = load_dataset(None)
+    assert default_preprocessing("resnet18", digits, None).resampler == "pil"
+    fresh = default_preprocessing("resnet18", digits, None, "opencv")
+    assert (fresh.resampler, fresh.input_size, fresh.resize) == ("opencv", 224, 256)
+    ft_cfg = TrainConfig(model=str(Path(cfg.output) / "model.pt"), epochs=1, lr=1e-9, warmup_epochs=0,
+                         output=str(tmp_path / "ft"), device="cpu", resampler="opencv")
+    tuned = load_checkpoint(train(ft_cfg).checkpoint).preprocessing
+    assert tuned.resampler == "opencv" and tuned.to_dict() == {**base.to_dict(), "resampler": "opencv"}
+
+
 # ---------------------------------------------------------------- resume
 
 class _StopAfter:
@@ -285,7 +303,8 @@ def test_unknown_model_is_a_user_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=0), dict(lr=-1.0), dict(lr=float("nan")),
-                                 dict(schedule="linear"), dict(device="tpu"), dict(warmup_epochs=-1)])
+                                 dict(schedule="linear"), dict(device="tpu"), dict(warmup_epochs=-1),
+                                 dict(resampler="torch")])
 def test_config_rejects_impossible_values(bad: dict) -> None:
     with pytest.raises(ConfigError):
         TrainConfig(**bad)
