@@ -11,7 +11,7 @@ offset use torchvision's integer rules; the arithmetic is the same float32 opera
 order. The result matches the training pipeline bit for bit on real photographs (tests/runtime
 checks it per spec).
 
-Frames from OpenCV are BGR; pass ``order="BGR"`` and they are treated as RGB would be.
+Frames from OpenCV are BGR; pass ``order="BGR"`` and the result is that of the same frame in RGB.
 """
 
 from __future__ import annotations
