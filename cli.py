@@ -378,8 +378,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     opt("--num-classes", "expected class count; the head is replaced when the weights have another", type=int)
     opt("--input-size", "network input side in pixels", type=int)
     opt("--resampler", "resize implementation, in training and on the device: pil (antialiased, torchvision's) "
-                       "or opencv (~10x cheaper per camera frame, no antialiasing; needs cv2); "
-                       "when unset: pil for a new model, the checkpoint's when fine-tuning", choices=["pil", "opencv"])
+                       "or opencv (bilinear, no antialiasing, ~10x cheaper per camera frame; needs cv2) "
+                       "(default: pil for a new model, the checkpoint's when fine-tuning)",
+        choices=["pil", "opencv"], action="store")
     opt("--epochs", "training epochs", type=int)
     opt("--batch-size", "global batch size", type=int)
     opt("--lr", "peak learning rate", type=float)

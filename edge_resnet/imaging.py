@@ -15,8 +15,11 @@ from edge_resnet.errors import ConfigError
 
 # how a PreprocessSpec's resize is computed:
 #   "pil": PIL's Image.resize, antialiased (what torchvision's Resize does to PIL images)
-#   "opencv": cv2.resize without antialiasing: ~10x cheaper on camera frames
+#   "opencv": cv2.resize, bilinear without antialiasing: ~10x cheaper on camera frames
 RESAMPLERS = ("pil", "opencv")
+OPENCV_BILINEAR_ONLY = ("resampler 'opencv' resizes bilinearly only (the one OpenCV filter that gives the same "
+                        "bytes across OpenCV versions and CPUs), got interpolation {!r}; use interpolation "
+                        "'bilinear' or resampler 'pil'")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -49,15 +52,29 @@ def import_cv2(needed_by: str = "a preprocessing spec with resampler \"opencv\""
     return cv2
 
 
-def opencv_resize(pixels: np.ndarray, height: int, width: int, interpolation: str) -> np.ndarray:
-    """``pixels`` (H, W) or (H, W, C) uint8 resized to (height, width) with cv2.resize.
+def opencv_resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """RGB or BGR ``pixels`` (H, W, 3) uint8 resized to (height, width) by cv2.resize's INTER_LINEAR
+    (2x2 taps, no antialiasing, fixed-point).
 
-    "bilinear" is INTER_LINEAR (2x2 taps, no antialiasing: fixed-point, the fast path), "bicubic"
-    INTER_CUBIC, "nearest" INTER_NEAREST_EXACT (pixel-centre aligned like PIL's, unlike
-    INTER_NEAREST). Channels are resized independently, so the channel order does not matter.
+    The one OpenCV filter a spec may use: it gave the same bytes across OpenCV 4.8-5.0 and with
+    OpenCV's SIMD and IPP paths on or off, where INTER_NEAREST_EXACT changed between versions and
+    INTER_CUBIC with the SIMD path. Always three channels: OpenCV may route 1- and 4-channel
+    images through other code (and does for bicubic), so callers make grey and RGBA frames RGB
+    first. Channels are resized alike, so RGB and BGR give the same bytes per channel.
     """
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"opencv_resize takes (H, W, 3) pixels, got shape {pixels.shape}")
     cv2 = import_cv2()
-    flag = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST_EXACT}[interpolation]
     if (height, width) == pixels.shape[:2]:
         return pixels  # torchvision skips a resize to the same size; so does the PIL path
-    return cv2.resize(np.ascontiguousarray(pixels), (width, height), interpolation=flag)
+    return cv2.resize(np.ascontiguousarray(pixels), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def opencv_worker_init(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: OpenCV's own thread pool at one thread in each worker, so N
+    workers resizing do not each spread over every core."""
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.setNumThreads(1)

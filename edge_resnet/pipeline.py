@@ -369,11 +369,19 @@ def _cache_ranges(fp32_model: onnx.ModelProto, amax: dict[str, float]) -> dict[s
 
 
 def _versions() -> dict[str, str | None]:
+    """The libraries that made the files; Pillow and OpenCV because the preprocessing resizes with one
+    of them (OpenCV: None when it is not installed)."""
     import onnxruntime
+    import PIL
 
+    try:
+        import cv2
+        opencv: str | None = cv2.__version__
+    except ImportError:
+        opencv = None
     return {"edge_resnet": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "tensorrt": None}
+            "pillow": PIL.__version__, "opencv": opencv, "tensorrt": None}
 
 
 def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opts: ExportOptions) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from torchvision.transforms import RandomResizedCrop as _RandomResizedCropV1
 from torchvision.transforms import v2 as T
 
 from edge_resnet.data.preprocessing import PreprocessSpec
-from edge_resnet.imaging import import_cv2, opencv_resize, resized_size
+from edge_resnet.imaging import import_cv2, opencv_resize, resized_size, to_rgb
 
 Augment = Literal["cifar", "imagenet", "none"]
 AUGMENTS: tuple[str, ...] = ("cifar", "imagenet", "none")
@@ -26,41 +26,41 @@ class _ToBGR(torch.nn.Module):
 
 
 class OpenCVResize(torch.nn.Module):
-    """``T.Resize(size)`` on a PIL image, computed by ``edge_resnet.imaging.opencv_resize``: the
+    """``T.Resize(size)`` on an RGB PIL image, computed by ``edge_resnet.imaging.opencv_resize``: the
     resize a spec with ``resampler="opencv"`` asks for, the very function the runtime calls."""
 
-    def __init__(self, size: int, interpolation: str) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
         import_cv2()  # fail when the transform is built, not in a DataLoader worker
-        self.size, self.interpolation = size, interpolation
+        self.size = size
 
     def forward(self, img: Image.Image) -> Image.Image:
         h, w = resized_size(img.height, img.width, self.size)
         if (h, w) == (img.height, img.width):
             return img
-        return Image.fromarray(opencv_resize(np.asarray(img), h, w, self.interpolation))
+        return Image.fromarray(opencv_resize(np.asarray(to_rgb(img)), h, w))
 
 
 class OpenCVRandomResizedCrop(torch.nn.Module):
     """``T.RandomResizedCrop(size)`` (the same random window, torchvision's own sampler) whose
     resize is ``opencv_resize``."""
 
-    def __init__(self, size: int, interpolation: str) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
         import_cv2()
-        self.size, self.interpolation = size, interpolation
+        self.size = size
         self.scale, self.ratio = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)
 
     def forward(self, img: Image.Image) -> Image.Image:
         top, left, h, w = _RandomResizedCropV1.get_params(img, self.scale, self.ratio)
-        window = np.asarray(img)[top:top + h, left:left + w]
-        return Image.fromarray(opencv_resize(window, self.size, self.size, self.interpolation))
+        window = np.asarray(to_rgb(img))[top:top + h, left:left + w]
+        return Image.fromarray(opencv_resize(window, self.size, self.size))
 
 
 def _resize(spec: PreprocessSpec) -> T.Transform | torch.nn.Module:
     """Shorter side to ``spec.resize`` with the spec's resampler."""
     if spec.resampler == "opencv":
-        return OpenCVResize(spec.resize, spec.interpolation)
+        return OpenCVResize(spec.resize)
     return T.Resize(spec.resize, interpolation=InterpolationMode(spec.interpolation), antialias=True)
 
 
@@ -87,7 +87,7 @@ def train_transform(spec: PreprocessSpec, augment: Augment, hflip: bool) -> T.Co
     """
     steps: list[T.Transform | torch.nn.Module]
     if augment == "imagenet" and spec.resampler == "opencv":
-        steps = [OpenCVRandomResizedCrop(spec.input_size, spec.interpolation)]
+        steps = [OpenCVRandomResizedCrop(spec.input_size)]
     elif augment == "imagenet":
         interp = InterpolationMode(spec.interpolation)
         steps = [T.RandomResizedCrop(spec.input_size, interpolation=interp, antialias=True)]

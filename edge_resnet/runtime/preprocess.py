@@ -5,8 +5,8 @@ shorter side + torchvision's ``CenterCrop(input_size)`` on a PIL image, then sca
 optional RGB -> BGR flip and the mean/std normalisation. This module does the same steps with the
 same library where it matters. The resize is the spec's ``resampler``: "pil" is PIL's own
 ``Image.resize`` with the same filter (what torchvision calls for PIL images, antialiased by
-construction); "opencv" is ``edge_resnet.imaging.opencv_resize``, the function the training
-transform calls. Either way both sides share one resize implementation. The output size and crop
+construction); "opencv" is ``edge_resnet.imaging.opencv_resize`` (bilinear only), the function
+the training transform calls. Either way both sides share one resize implementation. The output size and crop
 offset use torchvision's integer rules; the arithmetic is the same float32 operations in the same
 order. The result matches the training pipeline bit for bit on real photographs (tests/runtime
 checks it per spec).
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from edge_resnet.errors import ConfigError, EdgeResNetError
-from edge_resnet.imaging import RESAMPLERS, import_cv2, opencv_resize, resized_size, to_rgb
+from edge_resnet.imaging import OPENCV_BILINEAR_ONLY, RESAMPLERS, import_cv2, opencv_resize, resized_size, to_rgb
 
 # PreprocessSpec's defaults (edge_resnet.data.preprocessing), for specs that leave them out
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -119,6 +119,8 @@ class Preprocessor:
             raise ConfigError(f"interpolation {self.interpolation!r} is not one of {tuple(RESAMPLE)}")
         if self.resampler not in RESAMPLERS:
             raise ConfigError(f"resampler {self.resampler!r} is not one of {RESAMPLERS}")
+        if self.resampler == "opencv" and self.interpolation != "bilinear":
+            raise ConfigError(OPENCV_BILINEAR_ONLY.format(self.interpolation))
         if self.channel_order not in ORDERS or layout != "NCHW":
             raise ConfigError(f"unsupported channel order/layout {self.channel_order}/{layout}; use RGB or BGR, NCHW")
         if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
@@ -155,7 +157,8 @@ class Preprocessor:
     def pixels(self, frame: Frame, order: str = "RGB") -> np.ndarray:
         """The resized, centre-cropped RGB pixels of one frame: (input_size, input_size, 3) uint8."""
         crop, swapped = self._crop(frame, order)
-        return crop[..., ::-1] if swapped else crop
+        # a copy: with nothing to resize, the crop is a view of the caller's frame
+        return (crop[..., ::-1] if swapped else crop).copy()
 
     def _crop(self, frame: Frame, order: str) -> tuple[np.ndarray, bool]:
         """The resized, centre-cropped pixels (S, S, 3) uint8 still in the frame's channel order, and
@@ -171,17 +174,18 @@ class Preprocessor:
         return np.asarray(img)[top:top + s, left:left + s], swapped
 
     def _opencv_crop(self, frame: Frame, order: str) -> tuple[np.ndarray, bool]:
-        """``_crop`` with resampler "opencv": the frame resized as it comes (grey, BGR or with alpha:
-        OpenCV resizes the channels independently), then cropped, alpha dropped, grey repeated."""
+        """``_crop`` with resampler "opencv": grey and alpha frames made 3-channel first (as training
+        sees them: OpenCV may resize 1- and 4-channel images by other code), BGR kept as it is."""
         pixels, swapped = _frame_to_array(frame, order)
+        if pixels.ndim == 2:
+            pixels = self._cv2.cvtColor(pixels, self._cv2.COLOR_GRAY2RGB)
+        elif pixels.shape[2] == 4:
+            pixels = pixels[..., :3]  # alpha is dropped, as to_rgb does for RGBA images
         h, w = resized_size(pixels.shape[0], pixels.shape[1], self.resize)
-        resized = opencv_resize(pixels, h, w, self.interpolation)
+        resized = opencv_resize(pixels, h, w)
         top, left = crop_origin(h, w, self.input_size)
         s = self.input_size
-        crop = resized[top:top + s, left:left + s]
-        if crop.ndim == 2:
-            return np.repeat(crop[..., None], 3, axis=2), False
-        return crop[..., :3], swapped
+        return resized[top:top + s, left:left + s], swapped
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """Cropped RGB pixels (..., S, S, 3) uint8 as the network's input (..., 3, S, S) float32."""

@@ -26,6 +26,7 @@ from edge_resnet.data import (
     train_transform,
 )
 from edge_resnet.errors import ConfigError, DataError
+from edge_resnet.imaging import opencv_worker_init
 from edge_resnet.models import ResNet, create_model, get_spec, load_weights
 from edge_resnet.training.checkpoint import Checkpoint, load_checkpoint, read_weights, save_checkpoint, unwrap
 from edge_resnet.training.config import TrainConfig, learning_rate
@@ -146,7 +147,7 @@ def _start_model(cfg: TrainConfig, data: DatasetSplits) -> tuple[ResNet, str, st
 def _loader(ds: Dataset, batch: int, workers: int, sampler=None, device: torch.device | None = None) -> DataLoader:
     return DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,
                       collate_fn=collate_skip_none, pin_memory=device is not None and device.type == "cuda",
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0, worker_init_fn=opencv_worker_init if workers > 0 else None)
 
 
 def _check_resume(cfg: TrainConfig, saved: dict[str, Any], explicit: set[str]) -> TrainConfig:
