@@ -136,13 +136,15 @@ class Preprocessor:
         # the RGB channel each output channel reads
         self._source = (2, 1, 0) if self.channel_order == "BGR" else (0, 1, 2)
         self._resample = RESAMPLE[self.interpolation]
-        # with resampler "opencv", normalisation goes through cv2.LUT: for a crop in RGB and in BGR
-        # order, a (1, 256, 3) table whose channel c is the table of the output channel reading c
+        # for a crop in RGB (False) and in BGR (True) order: the crop channel each output channel
+        # reads, and the output channel each crop channel goes to
+        self._reads = {swapped: [2 - c if swapped else c for c in self._source] for swapped in (False, True)}
+        self._writes = {swapped: [reads.index(c) for c in range(3)] for swapped, reads in self._reads.items()}
+        # with resampler "opencv", normalisation goes through cv2.LUT: per crop order, a (1, 256, 3)
+        # table whose channel c is the table of the output channel crop channel c goes to
         self._cv2 = import_cv2() if self.resampler == "opencv" else None
-        self._cv_tables = {}
-        for swapped in (False, True):
-            reads = [2 - c if swapped else c for c in self._source]
-            self._cv_tables[swapped] = np.ascontiguousarray(self._lut[[reads.index(c) for c in range(3)]].T[None])
+        self._cv_tables = {swapped: np.ascontiguousarray(self._lut[writes].T[None])
+                           for swapped, writes in self._writes.items()}
 
     def __repr__(self) -> str:
         return (f"Preprocessor(input_size={self.input_size}, resize={self.resize}, "
@@ -205,18 +207,15 @@ class Preprocessor:
     def _fill(self, frame: Frame, order: str, out: np.ndarray) -> None:
         """Write one frame's input into ``out`` (3, S, S) float32, normalising by table."""
         crop, swapped = self._crop(frame, order)
-        # the crop's channel each output channel reads
-        reads = [2 - c if swapped else c for c in self._source]
         if self._cv2 is None:
-            for k, c in enumerate(reads):
+            for k, c in enumerate(self._reads[swapped]):
                 np.take(self._lut[k], crop[..., c], out=out[k])
             return
         # OpenCV (there with resampler "opencv"): one cv2.LUT over the interleaved crop, each of its
-        # channels through the table of the output channel that reads it, then split into the planes;
+        # channels through the table of the output channel it goes to, then split into the planes;
         # the same float32 values, 1.6x faster than three numpy takes
-        writes = [reads.index(c) for c in range(3)]
-        table = self._cv_tables[swapped]
-        self._cv2.split(self._cv2.LUT(np.ascontiguousarray(crop), table), [out[k] for k in writes])
+        planes = self._cv2.LUT(np.ascontiguousarray(crop), self._cv_tables[swapped])
+        self._cv2.split(planes, [out[k] for k in self._writes[swapped]])
 
     def __call__(self, frames: Frame | Sequence[Frame], order: str = "RGB") -> np.ndarray:
         """A frame, a sequence of frames or an (N, H, W, C) uint8 array as an (N, 3, S, S) float32 batch."""
