@@ -188,7 +188,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_lint(args: argparse.Namespace) -> int:
     import onnx
 
-    from export.lint import lint_model
+    from edge_resnet.export.lint import lint_model
 
     path = Path(args.onnx)
     if not path.is_file():
@@ -266,7 +266,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
 # ---- cmd_engines
 
 def _build_options(args: argparse.Namespace) -> Any:
-    from export.build_plan import BuildOptions
+    from edge_resnet.export.build_plan import BuildOptions
 
     return BuildOptions(precision=args.precision, batch=tuple(args.batch), workspace_mib=args.workspace,
                         dla_core=args.dla, implicit=args.implicit, timing_cache=args.timing_cache,
@@ -319,9 +319,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_trtexec(args: argparse.Namespace) -> int:
     from edge_resnet.runtime.manifest import load_manifest
-    from export.build_plan import plan_build
-    from export.engine_key import probe_system
-    from export.trtexec import command_line
+    from edge_resnet.export.build_plan import plan_build
+    from edge_resnet.export.engine_key import probe_system
+    from edge_resnet.export.trtexec import command_line
 
     manifest = load_manifest(args.run)
     plan = plan_build(args.trt, _build_options(args), set(manifest.files))
@@ -603,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _calib_methods() -> tuple[str, ...]:
     try:
-        from calibration.calibrators import METHODS
+        from edge_resnet.calibration.calibrators import METHODS
     except ImportError:  # no PyTorch (a Jetson): export cannot run there; a test keeps this equal to METHODS
         return ("max", "percentile", "entropy", "mse")
 

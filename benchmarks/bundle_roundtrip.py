@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import machine  # noqa: E402
 from edge_resnet.deploy import check_model, make_bundle, open_bundle  # noqa: E402
-from export.bundle import safe_extract  # noqa: E402
+from edge_resnet.export.bundle import safe_extract  # noqa: E402
 
 
 def main() -> int:

@@ -140,8 +140,8 @@ def child_main(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="int8-peers-child-") as tmp:
         if args.child_calib == "ours":
-            from calibration.calibrate import calibrate
-            from calibration.readers import open_calibration_data
+            from edge_resnet.calibration.calibrate import calibrate
+            from edge_resnet.calibration.readers import open_calibration_data
             from edge_resnet.fold import fold_batchnorm
             from edge_resnet.models.graph import trace
             from edge_resnet.training import load_checkpoint
@@ -175,8 +175,8 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import jitter_batchnorm, machine  # noqa: E402
 
-from calibration.calibrate import calibrate  # noqa: E402
-from calibration.readers import CalibrationData, open_calibration_data  # noqa: E402
+from edge_resnet.calibration.calibrate import calibrate  # noqa: E402
+from edge_resnet.calibration.readers import CalibrationData, open_calibration_data  # noqa: E402
 from edge_resnet.data import PreprocessSpec, eval_transform, load_dataset  # noqa: E402
 from edge_resnet.fold import fold_batchnorm  # noqa: E402
 from edge_resnet.models import create_model  # noqa: E402
@@ -184,8 +184,8 @@ from edge_resnet.models.graph import INPUT, trace  # noqa: E402
 from edge_resnet.quant import make_plan  # noqa: E402
 from edge_resnet.training import Checkpoint, TrainConfig, load_checkpoint, train  # noqa: E402
 from edge_resnet.verify import sqnr_db  # noqa: E402
-from export.lint import lint_model  # noqa: E402
-from export.onnx_writer import build_onnx, save_onnx  # noqa: E402
+from edge_resnet.export.lint import lint_model  # noqa: E402
+from edge_resnet.export.onnx_writer import build_onnx, save_onnx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "runs" / "resnet20-digits" / "model.pt"

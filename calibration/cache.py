@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibration.calibrators import MIN_AMAX
+from edge_resnet.calibration.calibrators import MIN_AMAX
 from edge_resnet import atomic
 from edge_resnet.errors import EdgeResNetError
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import torch
 
-from calibration.cache import Calibration, CalibrationCacheError, model_fingerprint
-from calibration.calibrators import METHODS, compute_amax
-from calibration.collect import Statistics, collect
-from calibration.readers import CalibrationData
+from edge_resnet.calibration.cache import Calibration, CalibrationCacheError, model_fingerprint
+from edge_resnet.calibration.calibrators import METHODS, compute_amax
+from edge_resnet.calibration.collect import Statistics, collect
+from edge_resnet.calibration.readers import CalibrationData
 from edge_resnet.models.graph import INPUT, Graph
 
 

@@ -1,6 +1,6 @@
 """Calibrators: pure functions from a ``Histogram`` of magnitudes to the amax that sets an INT8 scale.
 
-Collecting a histogram is ``calibration.stats``' job; choosing the range from it is this module's,
+Collecting a histogram is ``edge_resnet.calibration.stats``' job; choosing the range from it is this module's,
 so every method can be run (and compared) on the same collected statistics. All functions are numpy
 on the CPU, never change their input, and return a plain float; a histogram with no data or only
 zeros gives 0.0, which the caller must turn into a usable scale.
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from calibration.stats import Histogram
+from edge_resnet.calibration.stats import Histogram
 
 # the smallest range a scale is made from: a tensor calibration never saw move (all zeros)
 # still needs a positive scale

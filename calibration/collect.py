@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from calibration.stats import Histogram, TensorStats
+from edge_resnet.calibration.stats import Histogram, TensorStats
 from edge_resnet.fp32 import exact_fp32
 from edge_resnet.models.graph import Graph, Node
 

@@ -6,7 +6,7 @@ batch's max |x| and only ever doubles, so old bins merge pairwise into the new o
 is ever re-estimated: after any number of batches the counts equal a histogram computed directly
 at the final range (up to values lying exactly on a former range end, see ``_merge_bins``).
 
-The calibrators (``calibration.calibrators``) are pure functions of the ``Histogram`` this produces.
+The calibrators (``edge_resnet.calibration.calibrators``) are pure functions of the ``Histogram`` this produces.
 """
 
 from __future__ import annotations

@@ -23,10 +23,10 @@ from edge_resnet.runtime.backends import OnnxRuntimeBackend
 from edge_resnet.runtime.manifest import Manifest, load_manifest
 from edge_resnet.runtime.preprocess import Preprocessor
 from edge_resnet.runtime.validate import DEFAULT_MIN_AGREEMENT, ValidationResult, ValidationSet, check_backend
-from export.build_plan import BuildOptions
-from export.bundle import VALIDATION, safe_extract, write_bundle
-from export.engine_key import EngineKey, System, decide, probe_system, read_sidecar
-from export.trtexec import build_script
+from edge_resnet.export.build_plan import BuildOptions
+from edge_resnet.export.bundle import VALIDATION, safe_extract, write_bundle
+from edge_resnet.export.engine_key import EngineKey, System, decide, probe_system, read_sidecar
+from edge_resnet.export.trtexec import build_script
 
 log = logging.getLogger(__name__)
 REPORT = "device_report.json"
@@ -85,7 +85,7 @@ def _validation_samples(manifest: Manifest, data: str | None, samples: int, seed
 
 def make_bundle(run_dir: str | Path, output: str | Path | None = None, *, data: str | None = None,
                 samples: int = DEFAULT_SAMPLES, build: BuildOptions | None = None, seed: int = 0) -> BundleResult:
-    """Write the Jetson bundle of a run directory (see ``export.bundle``) and its .tar.gz.
+    """Write the Jetson bundle of a run directory (see ``edge_resnet.export.bundle``) and its .tar.gz.
 
     The validation set is ``samples`` images of the held-out test split (drawn with ``seed``),
     stored as cropped pixels, with the labels and the FP32 ONNX model's logits (ONNX Runtime, CPU).
@@ -213,7 +213,7 @@ def build_and_check(bundle: str | Path, options: BuildOptions, *, rebuild: bool 
     An engine is reused only when its sidecar key equals what this build would make on this system;
     one built for something else is rebuilt, or with ``rebuild=False`` refused with what differs.
     """
-    from export.engine import build_engine, engine_key, plan_for
+    from edge_resnet.export.engine import build_engine, engine_key, plan_for
 
     manifest = open_bundle(bundle)
     _forget_report(manifest)

@@ -1,7 +1,7 @@
 """How to build an engine with a given TensorRT version: which ONNX, which flags, which calibration.
 
 One pure function, ``plan_build``, decides it for both ways of building (the Python builder in
-``export.engine`` and the trtexec lines in ``export.trtexec``), so the two cannot drift apart:
+``edge_resnet.export.engine`` and the trtexec lines in ``edge_resnet.export.trtexec``), so the two cannot drift apart:
 
 | TensorRT | int8 | fp16 | fp32 |
 |---|---|---|---|
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge_resnet.errors import ConfigError
-from export.engine_key import PRECISIONS, short_version, strongly_typed_only, version_tuple
+from edge_resnet.export.engine_key import PRECISIONS, short_version, strongly_typed_only, version_tuple
 
 # the run directory's files (edge_resnet.pipeline.FILES), by the role the build gives them
 ONNX_FILES = {"fp32": "model.fp32.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}

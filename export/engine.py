@@ -1,6 +1,6 @@
 """Build a serialized TensorRT engine from a run directory's (or bundle's) ONNX, on the device.
 
-``build_engine`` follows ``export.build_plan.plan_build`` for the installed TensorRT: a Q/DQ
+``build_engine`` follows ``edge_resnet.export.build_plan.plan_build`` for the installed TensorRT: a Q/DQ
 network with BuilderFlag.INT8 (+FP16) on 8.5/8.6/10.x, the FP32 graph with calib.cache for
 implicit INT8 (DLA), and on 11.x a strongly typed network with no precision flags at all. It
 writes the engine as plain TensorRT bytes (atomically) and the key beside it (``<engine>.json``).
@@ -23,9 +23,9 @@ from typing import Any
 
 from edge_resnet import atomic
 from edge_resnet.errors import EdgeResNetError
-from export.build_plan import BuildOptions, BuildPlan, plan_build
-from export.engine_key import EngineKey, System, probe_system, version_code, write_sidecar
-from export.trtexec import retag_cache
+from edge_resnet.export.build_plan import BuildOptions, BuildPlan, plan_build
+from edge_resnet.export.engine_key import EngineKey, System, probe_system, version_code, write_sidecar
+from edge_resnet.export.trtexec import retag_cache
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 15.0

@@ -7,7 +7,7 @@ the running system before trusting the file. The engine itself stays plain Tenso
 prepended), so trtexec, DeepStream and ``IRuntime.deserialize_cuda_engine`` read it as is.
 
 Everything here is torch-free and TensorRT-free: it runs on the device before TensorRT is touched,
-and here in the tests. ``build_engine.sh`` (``export.trtexec``) names engines by the same rule.
+and here in the tests. ``build_engine.sh`` (``edge_resnet.export.trtexec``) names engines by the same rule.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The trtexec recipe: the command lines that build this model's engine, per TensorRT version.
 
-``trtexec_args`` gives the arguments of one build (from ``export.build_plan.plan_build``, the same
+``trtexec_args`` gives the arguments of one build (from ``edge_resnet.export.build_plan.plan_build``, the same
 plan the Python builder follows); ``build_script`` writes ``build_engine.sh``, which finds
 trtexec, reads its TensorRT version from trtexec's own banner, picks the lines for that version,
-names the engine by its key (``export.engine_key.engine_filename``, reproduced in shell) and
+names the engine by its key (``edge_resnet.export.engine_key.engine_filename``, reproduced in shell) and
 writes the key beside it. ``edge-resnet trtexec-cmd`` prints the lines for a version given on the
 command line, so everything here is testable without TensorRT.
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from edge_resnet import __version__
-from export.build_plan import BuildOptions, BuildPlan, plan_build
-from export.engine_key import engine_filename, version_code
+from edge_resnet.export.build_plan import BuildOptions, BuildPlan, plan_build
+from edge_resnet.export.engine_key import engine_filename, version_code
 
 TRTEXEC_JETPACK = "/usr/src/tensorrt/bin/trtexec"
 FLAG_ARGS = {"INT8": "--int8", "FP16": "--fp16", "GPU_FALLBACK": "--allowGPUFallback"}

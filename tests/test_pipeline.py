@@ -15,17 +15,17 @@ from pathlib import Path
 import onnx
 import pytest
 
-from calibration.cache import load_calibration, read_trt_cache, save_calibration
-from calibration.calibrate import calibrate
-from calibration.calibrators import METHODS
-from calibration.readers import open_calibration_data
+from edge_resnet.calibration.cache import load_calibration, read_trt_cache, save_calibration
+from edge_resnet.calibration.calibrate import calibrate
+from edge_resnet.calibration.calibrators import METHODS
+from edge_resnet.calibration.readers import open_calibration_data
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models.graph import trace
 from edge_resnet.pipeline import FILES, ExportOptions, ExportResult, export_run
 from edge_resnet.training import load_checkpoint
 from edge_resnet.training.evaluate import evaluate_checkpoint
-from export.lint import lint_model
+from edge_resnet.export.lint import lint_model
 from tests.tiny_model import copy_checkpoint, listing, other_checkpoint, tiny_checkpoint
 
 FAST = {"num_calib": 64, "batch_size": 32}

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from calibration.calibrators import MIN_AMAX, weight_amax
+from edge_resnet.calibration.calibrators import MIN_AMAX, weight_amax
 from edge_resnet.models.graph import Graph, Node
 
 Target = Literal["tensorrt", "cpu"]

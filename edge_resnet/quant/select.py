@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from calibration.cache import Calibration
+from edge_resnet.calibration.cache import Calibration
 from edge_resnet.fp32 import exact_fp32
 from edge_resnet.models.graph import Graph
 from edge_resnet.quant.plan import make_plan

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.calibrators import (
+from edge_resnet.calibration.calibrators import (
     METHODS,
     amax_entropy,
     amax_max,
@@ -15,7 +15,7 @@ from calibration.calibrators import (
     compute_amax,
     weight_amax,
 )
-from calibration.stats import Histogram, TensorStats
+from edge_resnet.calibration.stats import Histogram, TensorStats
 
 
 def hist_of(values: np.ndarray, bins: int = 2048) -> Histogram:

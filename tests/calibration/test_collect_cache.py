@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.cache import (
+from edge_resnet.calibration.cache import (
     Calibration,
     CalibrationCacheError,
     load_calibration,
@@ -25,10 +25,10 @@ from calibration.cache import (
     trt_cache_text,
     trt_scale_hex,
 )
-from calibration.calibrate import calibrate, calibrate_methods, check_reusable, graph_fingerprint
-from calibration.calibrators import METHODS
-from calibration.collect import Statistics, collect
-from calibration.readers import CalibrationData, open_calibration_data
+from edge_resnet.calibration.calibrate import calibrate, calibrate_methods, check_reusable, graph_fingerprint
+from edge_resnet.calibration.calibrators import METHODS
+from edge_resnet.calibration.collect import Statistics, collect
+from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
 from edge_resnet.data import PreprocessSpec
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.fold import fold_batchnorm

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from calibration.readers import VIDEO_EXTENSIONS, CalibrationData, open_calibration_data
+from edge_resnet.calibration.readers import VIDEO_EXTENSIONS, CalibrationData, open_calibration_data
 from edge_resnet.data import PreprocessSpec, eval_transform, load_dataset
 from edge_resnet.errors import DataError
 
@@ -317,7 +317,7 @@ def test_fingerprint_is_the_same_in_a_new_process(tmp_path: Path) -> None:
         _write_image(tmp_path / f"{i}.png", i)
     code = (
         "import sys\n"
-        "from calibration.readers import open_calibration_data\n"
+        "from edge_resnet.calibration.readers import open_calibration_data\n"
         "from edge_resnet.data import PreprocessSpec\n"
         "spec = PreprocessSpec(input_size=32, resize=32)\n"
         "print(open_calibration_data(sys.argv[1], spec, num=3).fingerprint)\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.stats import Histogram, TensorStats
+from edge_resnet.calibration.stats import Histogram, TensorStats
 
 BINS = 256
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edge_resnet.errors import ConfigError
-from export.build_plan import CALIB_CACHE, ONNX_FILES, TIMING_CACHE, BuildOptions, plan_build
+from edge_resnet.export.build_plan import CALIB_CACHE, ONNX_FILES, TIMING_CACHE, BuildOptions, plan_build
 
 ALL = frozenset({*ONNX_FILES.values(), CALIB_CACHE, "model.int8.cpu.onnx", "manifest.json"})
 WEAK = ["8.5.2", "8.6.1", "10.3.0", "10.13.2"]

@@ -4,7 +4,7 @@ TensorRT cannot be installed here, so ``trtexec`` is a small shell script writte
 prints trtexec's banner (``&&&& RUNNING TensorRT.trtexec [TensorRT v100300] ...``) for ``--help``,
 records its argv and writes the ``--saveEngine`` file. A stand-in ``nvidia-smi`` names the GPU. What is
 tested is our script's logic: that for each TensorRT version it runs exactly the arguments
-``export.trtexec.trtexec_args`` gives for the same plan, names the engine as ``EngineKey`` does, and
+``edge_resnet.export.trtexec.trtexec_args`` gives for the same plan, names the engine as ``EngineKey`` does, and
 writes a sidecar the Python side reads and accepts (``decide`` -> reuse).
 """
 
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from calibration.cache import read_trt_cache
+from edge_resnet.calibration.cache import read_trt_cache
 from edge_resnet.runtime.manifest import load_manifest
-from export.build_plan import BuildOptions, plan_build
-from export.bundle import SCRIPT
-from export.engine import engine_key
-from export.engine_key import System, decide, engine_filename, read_sidecar, version_from_code
-from export.trtexec import TRTEXEC_JETPACK, build_script, retag_cache, retagged_cache_name, trtexec_args
+from edge_resnet.export.build_plan import BuildOptions, plan_build
+from edge_resnet.export.bundle import SCRIPT
+from edge_resnet.export.engine import engine_key
+from edge_resnet.export.engine_key import System, decide, engine_filename, read_sidecar, version_from_code
+from edge_resnet.export.trtexec import TRTEXEC_JETPACK, build_script, retag_cache, retagged_cache_name, trtexec_args
 from tests.export.util import sha256
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -241,7 +241,7 @@ def test_a_file_the_bundle_lacks_is_named(fresh_bundle: Path, tools: Path, bundl
 def test_script_l4t_parse_matches_python(tmp_path: Path) -> None:
     """build_engine.sh reads /etc/nv_tegra_release with sed; run that same sed line on a sample release
     file and compare with ``parse_tegra_release`` (the Jetson branch cannot run here otherwise)."""
-    from export.engine_key import parse_tegra_release
+    from edge_resnet.export.engine_key import parse_tegra_release
 
     script = build_script(BuildOptions(), {"model.int8.onnx"}, "input", (3, 32, 32), "m")
     line = next(ln for ln in script.splitlines() if "L4T=" in ln and "nv_tegra_release" in ln)

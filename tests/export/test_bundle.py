@@ -21,7 +21,7 @@ from edge_resnet.errors import EdgeResNetError
 from edge_resnet.runtime.manifest import load_manifest
 from edge_resnet.runtime.preprocess import Preprocessor
 from edge_resnet.runtime.validate import DEFAULT_MIN_AGREEMENT, ValidationSet
-from export.bundle import MAX_FILES, safe_extract
+from edge_resnet.export.bundle import MAX_FILES, safe_extract
 from tests.export.util import entries, one_line_error, run_cli, sha256, tree
 
 BUNDLED = ["build_engine.sh", "calib.cache", "manifest.json", "model.fp16.onnx", "model.fp32.onnx",

@@ -22,15 +22,15 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from calibration.calibrators import METHODS
+from edge_resnet.calibration.calibrators import METHODS
 from edge_resnet.deploy import REPORT, build_and_check, check_model, open_bundle, verify_engine
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.runtime.backends import OnnxRuntimeBackend
 from edge_resnet.runtime.preprocess import Preprocessor
 from edge_resnet.runtime.validate import ValidationSet, check_backend, sqnr_db
-from export.build_plan import BuildOptions, plan_build
-from export.engine import engine_key
-from export.engine_key import System, read_sidecar, sidecar_path, write_sidecar
+from edge_resnet.export.build_plan import BuildOptions, plan_build
+from edge_resnet.export.engine import engine_key
+from edge_resnet.export.engine_key import System, read_sidecar, sidecar_path, write_sidecar
 from tests.export.util import entries, one_line_error, run_cli, tree
 from tests.helpers import BLOCK_TORCH
 
@@ -182,7 +182,7 @@ def test_validation_set_shape_mismatches_are_errors(fresh_bundle: Path) -> None:
 def test_bundle_unpack_verify_end_to_end(engine_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`edge-resnet bundle` on the tiny run; the .tar.gz unpacked into a fresh folder with safe_extract;
     `edge-resnet verify --bundle <unpacked> --onnx model.int8.onnx` passes and writes device_report.json."""
-    from export.bundle import safe_extract
+    from edge_resnet.export.bundle import safe_extract
 
     monkeypatch.chdir(tmp_path)
     rc, out, err = run_cli("bundle", str(engine_run), "--output", str(tmp_path / "ws" / "resnet8-jetson"),

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from calibration.cache import TRT_HEADERS, read_trt_cache, trt_cache_text
+from edge_resnet.calibration.cache import TRT_HEADERS, read_trt_cache, trt_cache_text
 from edge_resnet.errors import EdgeResNetError
-from export import engine_key as ek
-from export.engine_key import (
+from edge_resnet.export import engine_key as ek
+from edge_resnet.export.engine_key import (
     KEY_FORMAT,
     Decision,
     EngineKey,
@@ -36,7 +36,7 @@ from export.engine_key import (
     version_tuple,
     write_sidecar,
 )
-from export.trtexec import retag_cache
+from edge_resnet.export.trtexec import retag_cache
 
 SHA = "ab" * 32
 ORIN = System(gpu="NVIDIA Jetson AGX Orin Developer Kit", compute_capability="8.7", tensorrt="10.3.0",

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.lint import MODEL, Violation, lint_model
+from edge_resnet.export.lint import MODEL, Violation, lint_model
 
 C = 4  # channels of both convs (equal in and out, so a wrong DQ axis still gives a valid graph)
 K = 5  # classes

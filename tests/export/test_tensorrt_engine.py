@@ -23,9 +23,9 @@ from edge_resnet.runtime.backends import OnnxRuntimeBackend
 from edge_resnet.runtime.manifest import load_manifest
 from edge_resnet.runtime.preprocess import Preprocessor
 from edge_resnet.runtime.validate import ValidationSet, sqnr_db
-from export.build_plan import BuildOptions
-from export.engine_key import probe_system, read_sidecar, sidecar_path, strongly_typed_only
-from export.trtexec import TRTEXEC_JETPACK
+from edge_resnet.export.build_plan import BuildOptions
+from edge_resnet.export.engine_key import probe_system, read_sidecar, sidecar_path, strongly_typed_only
+from edge_resnet.export.trtexec import TRTEXEC_JETPACK
 from tests.export.util import one_line_error, run_cli, sha256
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.cuda]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from export.build_plan import CALIB_CACHE, ONNX_FILES, BuildOptions, plan_build
-from export.engine_key import engine_filename
-from export.trtexec import command_line, retagged_cache_name, trtexec_args
+from edge_resnet.export.build_plan import CALIB_CACHE, ONNX_FILES, BuildOptions, plan_build
+from edge_resnet.export.engine_key import engine_filename
+from edge_resnet.export.trtexec import command_line, retagged_cache_name, trtexec_args
 from tests.export.util import one_line_error, run_cli
 
 ALL = frozenset({*ONNX_FILES.values(), CALIB_CACHE})

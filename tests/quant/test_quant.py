@@ -21,14 +21,14 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 from torch import nn
 
-from calibration.cache import Calibration
+from edge_resnet.calibration.cache import Calibration
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models import create_model
 from edge_resnet.models.graph import INPUT, OUTPUT, Graph, Node, trace
 from edge_resnet.quant import ActQuant, QuantSim, activation_points, fake_quantize, make_plan
 from edge_resnet.quant.plan import quantize_weight, scale_for
 from edge_resnet.quant.select import pick, score_calibrations
-from export.onnx_writer import build_onnx
+from edge_resnet.export.onnx_writer import build_onnx
 from tests.helpers import observed_amax, randomise_bn, torch_threads
 
 
