@@ -24,10 +24,10 @@ import onnx
 import torch
 from torch.utils.data import DataLoader
 
-from calibration.cache import Calibration, load_calibration, save_calibration, trt_cache_text
-from calibration.calibrate import calibrate_methods, check_reusable, graph_fingerprint
-from calibration.calibrators import METHODS
-from calibration.readers import CalibrationData, open_calibration_data
+from edge_resnet.calibration.cache import Calibration, load_calibration, save_calibration, trt_cache_text
+from edge_resnet.calibration.calibrate import calibrate_methods, check_reusable, graph_fingerprint
+from edge_resnet.calibration.calibrators import METHODS
+from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
 from edge_resnet import __version__, atomic
 from edge_resnet.data import Transformed, collate_skip_none, dataset_name, eval_transform, load_dataset
 from edge_resnet.errors import ConfigError, DataError, EdgeResNetError
@@ -39,8 +39,8 @@ from edge_resnet.training.checkpoint import Checkpoint, load_checkpoint
 from edge_resnet.training.evaluate import check_classes
 from edge_resnet.training.loop import resolve_device
 from edge_resnet.verify import compare, onnx_backend, run_backends, torch_backend
-from export.lint import lint_model
-from export.onnx_writer import OPSET, build_onnx, save_onnx
+from edge_resnet.export.lint import lint_model
+from edge_resnet.export.onnx_writer import OPSET, build_onnx, save_onnx
 
 log = logging.getLogger("edge_resnet.export")
 
@@ -54,7 +54,8 @@ INT8_DEFINITIONS = {
                 "channel (amax_c/127); round half to even, saturate; Q/DQ on Conv/Gemm inputs and residual "
                 "shortcuts (TensorRT explicit quantization)",
     "cpu": "uint8 activations per tensor: ReLU outputs zero point 0 over [0, amax] (amax/255), signed tensors "
-           "zero point 128 (amax/127); int8 weights per output channel (amax_c/127), zero point 0; "
+           "zero point 128 (amax/127); int8 weights per output channel (amax_c/127), stored as uint8 with "
+           "zero point 128 (ONNX Runtime's u8u8 kernels, exact on x86 without VNNI); "
            "Q/DQ also on conv outputs, so ONNX Runtime runs QLinearConv/QLinearAdd",
 }
 
@@ -86,7 +87,7 @@ class ExportOptions:
     int8: bool = False
     fp16: bool = False
     calib_data: str | None = None  # None: the train split of ``data``
-    calib_method: str = "auto"  # or one of calibration.calibrators.METHODS
+    calib_method: str = "auto"  # or one of edge_resnet.calibration.calibrators.METHODS
     percentile: float = 99.99
     num_calib: int = 512
     calib_seed: int = 0
@@ -126,7 +127,7 @@ class ExportResult:
     run_dir: Path
     files: dict[str, Path]
     report: Any  # edge_resnet.verify.Report
-    calibration: Any | None  # calibration.cache.Calibration
+    calibration: Any | None  # edge_resnet.calibration.cache.Calibration
     calibration_reused: bool
     trained: bool
     lint: dict[str, list[str]] = field(default_factory=dict)

@@ -59,15 +59,29 @@ def _ints(v: int | tuple[int, ...]) -> list[int]:
     return [v, v] if isinstance(v, int) else list(v)
 
 
+def _stored_weight(q: np.ndarray, target: str) -> tuple[np.ndarray, int]:
+    """The plan's int8 weights as the file stores them, and the zero point that restores them.
+
+    The TensorRT file stores them as they are. The CPU file stores q + 128 as uint8 with zero point
+    128: the same values, but ONNX Runtime then runs its u8u8 kernels. Its u8s8 kernels on x86
+    without VNNI (AVX2, AVX-512F) add pairs of uint8 x int8 products in int16 and saturate: measured
+    3.9 dB of logit SQNR instead of 40.6 on an AVX2 EPYC, where u8u8 stays exact.
+    """
+    if target == "cpu":
+        return (q.astype(np.int16) + 128).astype(np.uint8), 128
+    return q, 0
+
+
 def _weight_input(w: _Writer, node: Node, plan: QuantPlan | None) -> str:
     prefix = node.target or node.name
     module = node.module
     if plan is None:
         return w.weight(f"{prefix}.weight", module.weight.detach().cpu().numpy())
     wq = plan.weights[node.name]
-    q = w.init(f"{prefix}.weight_quantized", wq.q)
+    q_stored, zero_point = _stored_weight(wq.q, plan.target)
+    q = w.init(f"{prefix}.weight_quantized", q_stored)
     scale = w.init(f"{prefix}.weight_scale", wq.scale)
-    zero = w.init(f"{prefix}.weight_zero_point", np.zeros(wq.scale.shape, dtype=np.int8))
+    zero = w.init(f"{prefix}.weight_zero_point", np.full(wq.scale.shape, zero_point, dtype=q_stored.dtype))
     return w.node("DequantizeLinear", [q, scale, zero], f"{prefix}.weight", f"{prefix}.weight_dequantize", axis=0)
 
 
