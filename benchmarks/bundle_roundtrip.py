@@ -25,7 +25,7 @@ from edge_resnet.export.bundle import safe_extract  # noqa: E402
 def main() -> int:
     run = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/resnet20-digits")
     if not (run / "manifest.json").is_file():
-        import cli
+        from edge_resnet import cli
 
         if cli.main(["export", "--int8", "--fp16"]) != 0:
             return 1

@@ -50,7 +50,7 @@ def ensure_run(run_dir: Path = RUN, resampler: str = "pil") -> Path:
         return run_dir
     import torch
 
-    from edge_resnet.data import PreprocessSpec
+    from edge_resnet.contract.preprocess import PreprocessSpec
     from edge_resnet.models import create_model
     from edge_resnet.pipeline import ExportOptions, export_run
     from edge_resnet.training.checkpoint import Checkpoint, save_checkpoint
@@ -110,7 +110,7 @@ def pure_inference(run_dir: Path, video: Path, threads: int, runs: int) -> dict[
 def camera_run(run_dir: Path, video: Path, threads: int, jsonl: Path) -> dict[str, float]:
     """`edge-resnet camera VIDEO --no-display --jsonl FILE --summary FILE` in a child process; its summary."""
     summary = jsonl.with_name("summary.json")
-    cmd = [sys.executable, "-m", "cli", "camera", str(video), "--run", str(run_dir), "--model", "int8",
+    cmd = [sys.executable, "-m", "edge_resnet.cli", "camera", str(video), "--run", str(run_dir), "--model", "int8",
            "--providers", "CPUExecutionProvider", "--threads", str(threads), "--no-display", "--jsonl", str(jsonl),
            "--summary", str(summary)]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)

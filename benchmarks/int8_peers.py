@@ -177,7 +177,8 @@ from _common import jitter_batchnorm, machine  # noqa: E402
 
 from edge_resnet.calibration.calibrate import calibrate  # noqa: E402
 from edge_resnet.calibration.readers import CalibrationData, open_calibration_data  # noqa: E402
-from edge_resnet.data import PreprocessSpec, eval_transform, load_dataset  # noqa: E402
+from edge_resnet.contract.preprocess import PreprocessSpec
+from edge_resnet.data import eval_transform, load_dataset  # noqa: E402
 from edge_resnet.fold import fold_batchnorm  # noqa: E402
 from edge_resnet.models import create_model  # noqa: E402
 from edge_resnet.models.graph import INPUT, trace  # noqa: E402

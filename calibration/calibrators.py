@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from edge_resnet.calibration.stats import Histogram
+from edge_resnet.contract import CALIBRATORS
 
 # the smallest range a scale is made from: a tensor calibration never saw move (all zeros)
 # still needs a positive scale
 MIN_AMAX = 1e-6
 
-METHODS = ("max", "percentile", "entropy", "mse")
+METHODS = CALIBRATORS
 
 
 def _empty(h: Histogram) -> bool:
@@ -167,15 +167,16 @@ def compute_amax(h: Histogram, method: str, *, percentile: float = 99.99) -> flo
     return fn(h, percentile)
 
 
-def weight_amax(w: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel max |w| (axis 0: conv OIHW, linear [out, in]) as float32, on w's device.
+def weight_amax(w: np.ndarray) -> np.ndarray:
+    """Per-output-channel max |w| (axis 0: conv OIHW, linear [out, in]) as float32.
 
     Weights are known in full, so no histogram: per-channel max is what TensorRT and the DESIGN's
     INT8 semantics use for them. A channel of zeros gives 0; the caller decides its scale.
     """
-    if w.dim() < 1:
-        raise ValueError("weight_amax needs a weight with an output-channel axis, got a 0-d tensor")
-    a = w.detach().abs()
-    if w.dim() > 1:
-        a = a.amax(dim=tuple(range(1, w.dim())))
-    return a.float()
+    w = np.asarray(w)
+    if w.ndim < 1:
+        raise ValueError("weight_amax needs a weight with an output-channel axis, got a 0-d array")
+    a = np.abs(w)
+    if w.ndim > 1:
+        a = a.reshape(w.shape[0], -1).max(axis=1)
+    return a.astype(np.float32)

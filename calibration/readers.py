@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from edge_resnet.data import PreprocessSpec, eval_transform
+from edge_resnet.contract.preprocess import PreprocessSpec
+from edge_resnet.data import eval_transform
 from edge_resnet.data.folder import IMAGE_EXTENSIONS, find_images, open_rgb
 from edge_resnet.errors import DataError
 

@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -145,6 +144,8 @@ class TensorStats:
 
     def update(self, x: torch.Tensor) -> None:
         """Add every element of ``x`` (any shape, any float dtype, any device)."""
+        import torch  # here, so that the calibrators and their method names import without torch
+
         x = x.detach().float()
         n = x.numel()
         if n == 0:

@@ -11,16 +11,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from edge_resnet.contract.preprocess import OPENCV_BILINEAR_ONLY, RESAMPLERS
 from edge_resnet.errors import ConfigError
-
-# how a PreprocessSpec's resize is computed:
-#   "pil": PIL's Image.resize, antialiased (what torchvision's Resize does to PIL images)
-#   "opencv": cv2.resize, bilinear without antialiasing: ~10x cheaper on camera frames
-RESAMPLERS = ("pil", "opencv")
-OPENCV_BILINEAR_ONLY = ("resampler 'opencv' resizes bilinearly only (the one OpenCV filter that gives the same "
-                        "bytes across OpenCV versions and CPUs), got interpolation {!r}; use interpolation "
-                        "'bilinear' or resampler 'pil'")
-
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode (grey, palette, RGBA, CMYK, 16-bit) as 8-bit RGB: alpha is dropped, not

@@ -24,7 +24,7 @@ import pytest
 from onnx import numpy_helper
 from PIL import Image
 
-import cli
+from edge_resnet import cli
 from edge_resnet.calibration.cache import load_calibration
 from edge_resnet.data.digits import read_digits
 from edge_resnet.pipeline import EXIT_TOLERANCE

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import cli
+from edge_resnet import cli
 from edge_resnet.experiments import ModelCurves
 
 pytest.importorskip("matplotlib")

@@ -8,7 +8,13 @@ Imports no torch (only the PyTorch row does, in its own process), so it runs on 
 It measures the runtime's own backends (``edge_resnet.runtime``), which is what a device runs.
 """
 
-from edge_resnet.bench.benchmark import BACKENDS, BenchOptions, benchmark_run
-from edge_resnet.bench.report import BenchResult
+from edge_resnet._lazy import lazy_exports
 
-__all__ = ["BACKENDS", "BenchOptions", "BenchResult", "benchmark_run"]
+_EXPORTS = {
+    "BenchOptions": "benchmark",
+    "benchmark_run": "benchmark",
+    "BenchResult": "report",
+}
+lazy_exports(__name__, _EXPORTS)
+
+__all__ = list(_EXPORTS)

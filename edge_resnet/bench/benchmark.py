@@ -31,40 +31,20 @@ from typing import Any
 import edge_resnet
 from edge_resnet.bench.frames import check_frames_source, load_frames
 from edge_resnet.bench.report import BenchResult
+from edge_resnet.contract import BENCH_ROWS
 from edge_resnet.environment import describe
 from edge_resnet.errors import ConfigError, EdgeResNetError
 from edge_resnet.runtime.manifest import Manifest, load_manifest
 from edge_resnet.runtime.outputs import check_writable_dir
 
 
-@dataclass(frozen=True)
-class Backend:
-    """One kind of benchmark row: which file of the run it measures and how to name it."""
-
-    label: str
-    role: str | None  # the file's role in the manifest; None: the run's *.engine files
-    precision: str | None
-    accuracy_key: str | None  # the backend's key in the export's accuracy report
-    export_hint: str  # what writes the file
-
-
-BACKENDS = {
-    "pytorch": Backend("PyTorch FP32", "checkpoint", "fp32", "pytorch_fp32", "edge-resnet train"),
-    "onnx-fp32": Backend("ONNX Runtime FP32", "fp32", "fp32", "onnxruntime_fp32", "edge-resnet export"),
-    "onnx-fp16": Backend("ONNX Runtime FP16", "fp16", "fp16", "onnxruntime_fp16", "edge-resnet export --fp16"),
-    "onnx-int8": Backend("ONNX Runtime INT8 (TensorRT target)", "tensorrt", "int8", "onnxruntime_tensorrt",
-                         "edge-resnet export --int8"),
-    "onnx-int8-cpu": Backend("ONNX Runtime INT8 (CPU target)", "cpu", "int8", "onnxruntime_cpu",
-                             "edge-resnet export --int8 --target cpu"),
-    "tensorrt": Backend("TensorRT", None, None, None, "the TensorRT engine builder"),
-}
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class BenchOptions:
     batches: tuple[int, ...] = (1, 8, 32)  # batch sizes swept
-    backends: tuple[str, ...] | None = None  # keys of BACKENDS; None: every one the run has
+    backends: tuple[str, ...] | None = None  # keys of BENCH_ROWS; None: every one the run has
     warmup: int = 5  # untimed iterations per batch size
     iterations: int = 200  # at most this many timed iterations per batch size
     min_iterations: int = 10  # at least this many, even when they take longer than ``seconds``
@@ -79,9 +59,9 @@ class BenchOptions:
     def validate(self) -> None:
         if not self.batches or any(not isinstance(b, int) or b < 1 for b in self.batches):
             raise ConfigError(f"batch sizes must be whole numbers >= 1, got {list(self.batches)}; e.g. --batch 1 8 32")
-        unknown = [b for b in self.backends or () if b not in BACKENDS]
+        unknown = [b for b in self.backends or () if b not in BENCH_ROWS]
         if unknown:
-            raise ConfigError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+            raise ConfigError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BENCH_ROWS)}")
         checks = ((self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}"),
                   (self.iterations >= 1, f"--iterations must be >= 1, got {self.iterations}"),
                   (1 <= self.min_iterations <= self.iterations,
@@ -159,7 +139,7 @@ def plan(manifest: Manifest, requested: Sequence[str] | None) -> list[Job]:
     """The rows to measure: the requested backends (all that the run has, by default) in table order."""
     accuracy = {b.get("key"): b.get("top1") for b in (manifest.accuracy or {}).get("backends", [])}
     jobs = []
-    for key, backend in BACKENDS.items():
+    for key, backend in BENCH_ROWS.items():
         if requested is not None and key not in requested:
             continue
         if backend.role is None:

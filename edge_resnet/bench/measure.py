@@ -154,7 +154,7 @@ def time_batch(clf: Classifier, frames: Frames, batch: int, budget: Budget, top_
         post.append(_ms(t3 - t2))
     end = time.perf_counter()
     latency = summarize(infer)
-    total = [a + b + c for a, b, c in zip(pre, infer, post, strict=True)]
+    total = [a + b + c for a, b, c in zip(pre, infer, post)]
     e2e = summarize(total)
     return {
         "batch": batch,

@@ -15,7 +15,7 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
     if x.size == 0:
         raise ValueError("no samples to summarize")
     out = {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max())}
-    for q, v in zip(PERCENTILES, np.percentile(x, PERCENTILES), strict=True):
+    for q, v in zip(PERCENTILES, np.percentile(x, PERCENTILES)):
         out[f"p{q}"] = float(v)
     return out
 

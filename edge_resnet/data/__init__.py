@@ -1,19 +1,18 @@
-"""Datasets (bundled digits, ImageFolder, CIFAR-10) and the preprocessing spec."""
+"""Datasets (bundled digits, ImageFolder, CIFAR-10) and their transforms (the spec: edge_resnet.contract.preprocess)."""
 
-from edge_resnet.data.datasets import (
-    SPLITS,
-    DatasetSplits,
-    Transformed,
-    collate_skip_none,
-    dataset_name,
-    load_dataset,
-    stratified_split,
-)
-from edge_resnet.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
-from edge_resnet.data.transforms import AUGMENTS, eval_transform, train_transform
+from edge_resnet._lazy import lazy_exports
 
-__all__ = [
-    "AUGMENTS", "IMAGENET_MEAN", "IMAGENET_STD", "SPLITS", "DatasetSplits", "PreprocessSpec", "Transformed",
-    "collate_skip_none", "dataset_name",
-    "eval_transform", "load_dataset", "stratified_split", "train_transform",
-]
+_EXPORTS = {
+    "SPLITS": "datasets",
+    "DatasetSplits": "datasets",
+    "Transformed": "datasets",
+    "collate_skip_none": "datasets",
+    "dataset_name": "datasets",
+    "load_dataset": "datasets",
+    "stratified_split": "datasets",
+    "eval_transform": "transforms",
+    "train_transform": "transforms",
+}
+lazy_exports(__name__, _EXPORTS)
+
+__all__ = list(_EXPORTS)

@@ -11,11 +11,10 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import RandomResizedCrop as _RandomResizedCropV1
 from torchvision.transforms import v2 as T
 
-from edge_resnet.data.preprocessing import PreprocessSpec
+from edge_resnet.contract.preprocess import PreprocessSpec
 from edge_resnet.imaging import import_cv2, opencv_resize, resized_size, to_rgb
 
 Augment = Literal["cifar", "imagenet", "none"]
-AUGMENTS: tuple[str, ...] = ("cifar", "imagenet", "none")
 
 
 class _ToBGR(torch.nn.Module):

@@ -1,7 +1,17 @@
 """INT8 quantization: the placement plan and the fake-quant simulation of the exact arithmetic."""
 
-from edge_resnet.quant.plan import TARGETS, ActQuant, QuantPlan, WeightQuant, activation_points, make_plan
-from edge_resnet.quant.sim import QuantSim, fake_quantize
+from edge_resnet._lazy import lazy_exports
 
-__all__ = ["TARGETS", "ActQuant", "QuantPlan", "QuantSim", "WeightQuant", "activation_points",
-           "fake_quantize", "make_plan"]
+_EXPORTS = {
+    "TARGETS": "plan",
+    "ActQuant": "plan",
+    "QuantPlan": "plan",
+    "WeightQuant": "plan",
+    "activation_points": "plan",
+    "make_plan": "plan",
+    "QuantSim": "sim",
+    "fake_quantize": "sim",
+}
+lazy_exports(__name__, _EXPORTS)
+
+__all__ = list(_EXPORTS)

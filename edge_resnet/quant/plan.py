@@ -78,8 +78,8 @@ def scale_for(amax: float, levels: int = 127) -> float:
 def quantize_weight(w: torch.Tensor) -> WeightQuant:
     """Symmetric per-output-channel int8 (axis 0 for Conv OIHW and Gemm with transB)."""
     w = w.detach().float().cpu()
-    amax = weight_amax(w).clamp_min(MIN_AMAX)
-    scale = (amax / 127).numpy().astype(np.float32)
+    amax = np.maximum(weight_amax(w.numpy()), np.float32(MIN_AMAX))
+    scale = (amax / np.float32(127)).astype(np.float32)
     shape = (-1,) + (1,) * (w.dim() - 1)
     # round half to even (torch.round), and |w| <= amax keeps q within [-127, 127]
     q = torch.clamp(torch.round(w / torch.from_numpy(scale).reshape(shape)), -127, 127)

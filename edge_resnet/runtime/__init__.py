@@ -8,12 +8,20 @@ Nothing here imports torch or the torch-side stages (a test runs it with torch o
 so a Jetson or an embedded box needs only numpy, Pillow and onnxruntime.
 """
 
-from edge_resnet.runtime.backends import OnnxRuntimeBackend, available_providers, default_providers
-from edge_resnet.runtime.classifier import Classifier, Prediction, select_model
-from edge_resnet.runtime.manifest import FileEntry, Manifest, load_manifest
-from edge_resnet.runtime.preprocess import Preprocessor
+from edge_resnet._lazy import lazy_exports
 
-__all__ = [
-    "Classifier", "FileEntry", "Manifest", "OnnxRuntimeBackend", "Prediction", "Preprocessor",
-    "available_providers", "default_providers", "load_manifest", "select_model",
-]
+_EXPORTS = {
+    "OnnxRuntimeBackend": "backends",
+    "available_providers": "backends",
+    "default_providers": "backends",
+    "Classifier": "classifier",
+    "Prediction": "classifier",
+    "select_model": "classifier",
+    "FileEntry": "manifest",
+    "Manifest": "manifest",
+    "load_manifest": "manifest",
+    "Preprocessor": "preprocess",
+}
+lazy_exports(__name__, _EXPORTS)
+
+__all__ = list(_EXPORTS)

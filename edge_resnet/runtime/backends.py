@@ -116,7 +116,7 @@ class OnnxRuntimeBackend:
         """Logits (N, classes) float32 for an (N, C, H, W) batch."""
         expected = self.input_shape[1:]
         if batch.ndim != len(self.input_shape) or any(
-                isinstance(d, int) and d != n for d, n in zip(expected, batch.shape[1:], strict=False)):
+                isinstance(d, int) and d != n for d, n in zip(expected, batch.shape[1:])):
             raise EdgeResNetError(f"{self.path.name} takes input of shape {list(self.input_shape)}, "
                                   f"got {list(batch.shape)}")
         x = np.ascontiguousarray(batch, dtype=self._dtype)

@@ -203,7 +203,7 @@ class _Stats:
     def add(self, pre: float, infer: float, post: float, now: float) -> float:
         """Record one frame; the FPS over the last FPS_WINDOW frames."""
         self.frames += 1
-        for key, ms in zip(self.sums, (pre, infer, post), strict=True):
+        for key, ms in zip(self.sums, (pre, infer, post)):
             self.sums[key] += ms
         self.done.append(now)
         if len(self.done) < 2:

@@ -188,7 +188,7 @@ class Classifier:
         # stable: ties keep the lower class index first, as the export's accuracy report counts them
         top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [Prediction(labels=tuple(self.labels[i] for i in row), scores=tuple(float(p[i]) for i in row),
-                           indices=tuple(int(i) for i in row)) for row, p in zip(top, probs, strict=True)]
+                           indices=tuple(int(i) for i in row)) for row, p in zip(top, probs)]
 
     def classify_file(self, path: str | Path, top_k: int = 5) -> Prediction:
         """Top-k for one image file (any format PIL reads)."""

@@ -16,7 +16,6 @@ Frames from OpenCV are BGR; pass ``order="BGR"`` and the result is that of the s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,19 +23,15 @@ import numpy as np
 from PIL import Image
 
 from edge_resnet.errors import ConfigError, EdgeResNetError
-from edge_resnet.imaging import OPENCV_BILINEAR_ONLY, RESAMPLERS, import_cv2, opencv_resize, resized_size, to_rgb
+from edge_resnet.contract.preprocess import CHANNEL_ORDERS, PreprocessSpec
+from edge_resnet.imaging import import_cv2, opencv_resize, resized_size, to_rgb
 
-# PreprocessSpec's defaults (edge_resnet.data.preprocessing), for specs that leave them out
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision's pil_modes_mapping for the interpolations a PreprocessSpec allows
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
 }
-SPEC_FIELDS = ("input_size", "resize", "mean", "std", "interpolation", "channel_order", "layout", "resampler")
-ORDERS = ("RGB", "BGR")
 
 Frame = Any  # a PIL image or a uint8 numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
 
@@ -55,8 +50,8 @@ def frame_to_pil(frame: Frame, order: str = "RGB") -> Image.Image:
 def _frame_to_array(frame: Frame, order: str) -> tuple[np.ndarray, bool]:
     """A numpy frame checked, or a PIL image as RGB pixels: uint8 (H, W) grey, (H, W, 3) or
     (H, W, 4) with alpha last; and whether its channels are BGR."""
-    if order not in ORDERS:
-        raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    if order not in CHANNEL_ORDERS:
+        raise ConfigError(f"order must be one of {', '.join(CHANNEL_ORDERS)}, got {order!r}")
     if isinstance(frame, Image.Image):
         return np.asarray(to_rgb(frame)), False
     if not isinstance(frame, np.ndarray):
@@ -97,35 +92,11 @@ class Preprocessor:
     """
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
-        unknown = set(spec) - set(SPEC_FIELDS)
-        if unknown:
-            raise ConfigError(f"preprocessing spec has fields {sorted(unknown)} this runtime does not know; "
-                              "use the edge-resnet version that exported the model")
-        try:
-            self.input_size = int(spec["input_size"])
-            self.resize = int(spec["resize"])
-            mean = tuple(float(v) for v in spec.get("mean", IMAGENET_MEAN))
-            std = tuple(float(v) for v in spec.get("std", IMAGENET_STD))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"preprocessing spec needs input_size and resize with numeric mean/std ({e!r})") from None
-        self.interpolation = str(spec.get("interpolation", "bilinear"))
-        self.resampler = str(spec.get("resampler", "pil"))
-        self.channel_order = str(spec.get("channel_order", "RGB"))
-        layout = str(spec.get("layout", "NCHW"))
-        if self.input_size < 1 or self.resize < self.input_size:
-            raise ConfigError(f"preprocessing needs 1 <= input_size <= resize, got input_size={self.input_size} "
-                              f"resize={self.resize}")
-        if self.interpolation not in RESAMPLE:
-            raise ConfigError(f"interpolation {self.interpolation!r} is not one of {tuple(RESAMPLE)}")
-        if self.resampler not in RESAMPLERS:
-            raise ConfigError(f"resampler {self.resampler!r} is not one of {RESAMPLERS}")
-        if self.resampler == "opencv" and self.interpolation != "bilinear":
-            raise ConfigError(OPENCV_BILINEAR_ONLY.format(self.interpolation))
-        if self.channel_order not in ORDERS or layout != "NCHW":
-            raise ConfigError(f"unsupported channel order/layout {self.channel_order}/{layout}; use RGB or BGR, NCHW")
-        if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
-            raise ConfigError(f"mean and std need three finite values with std > 0, got {mean} {std}")
-        self.mean, self.std = mean, std
+        checked = PreprocessSpec.from_dict(spec)  # the one validation, shared with training
+        self.input_size, self.resize = checked.input_size, checked.resize
+        self.interpolation, self.resampler = checked.interpolation, checked.resampler
+        self.channel_order = checked.channel_order
+        self.mean, self.std = mean, std = checked.mean, checked.std
         # float32, as torchvision's Normalize casts them to the image's dtype
         self._mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self._std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)

@@ -1,11 +1,21 @@
 """Training and evaluation loops, checkpoints, torchrun support."""
 
-from edge_resnet.training.checkpoint import Checkpoint, load_checkpoint, read_weights, save_checkpoint
-from edge_resnet.training.config import TrainConfig, learning_rate
-from edge_resnet.training.evaluate import EvalResult, evaluate
-from edge_resnet.training.loop import EpochStats, TrainMonitor, TrainResult, train
+from edge_resnet._lazy import lazy_exports
 
-__all__ = [
-    "Checkpoint", "EpochStats", "EvalResult", "TrainConfig", "TrainMonitor", "TrainResult",
-    "evaluate", "learning_rate", "load_checkpoint", "read_weights", "save_checkpoint", "train",
-]
+_EXPORTS = {
+    "Checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "read_weights": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "TrainConfig": "config",
+    "learning_rate": "config",
+    "EvalResult": "evaluate",
+    "evaluate": "evaluate",
+    "EpochStats": "loop",
+    "TrainMonitor": "loop",
+    "TrainResult": "loop",
+    "train": "loop",
+}
+lazy_exports(__name__, _EXPORTS)
+
+__all__ = list(_EXPORTS)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from edge_resnet import atomic
-from edge_resnet.data.preprocessing import PreprocessSpec
+from edge_resnet.contract.preprocess import PreprocessSpec
 from edge_resnet.errors import CheckpointError, ConfigError
 from edge_resnet.models import ResNet, create_model, extract_state_dict, load_file, load_weights
 

@@ -6,10 +6,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from edge_resnet.data.transforms import AUGMENTS
 from edge_resnet.errors import ConfigError
-from edge_resnet.imaging import RESAMPLERS
+from edge_resnet.contract.preprocess import RESAMPLERS
 
+# training augmentations (edge_resnet.data.transforms)
+AUGMENTS = ("cifar", "imagenet", "none")
 SCHEDULES = ("cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -15,9 +15,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from edge_resnet import atomic
+from edge_resnet.contract.preprocess import PreprocessSpec
 from edge_resnet.data import (
     DatasetSplits,
-    PreprocessSpec,
     Transformed,
     collate_skip_none,
     dataset_name,

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cli
+from edge_resnet import cli
 from edge_resnet.bench.report import int8_verdicts
 from edge_resnet.pipeline import ExportOptions, export_run
 from tests.helpers import BLOCK_TORCH
@@ -191,7 +191,7 @@ def test_runs_without_torch(run_dir: Path, tmp_path: Path) -> None:
     # the `edge-resnet bench` command itself, as a torch-free Jetson runs it
     script = f"""
 import json, sys
-import cli
+from edge_resnet import cli
 rc = cli.main(["bench", {str(run_dir)!r}, "--batch", "2", "--warmup", "0", "--iterations", "3",
                "--min-iterations", "2", "--seconds", "0.1", "--output", {str(tmp_path / 'out')!r}])
 assert rc == 0, rc
@@ -276,7 +276,7 @@ def test_unwritable_output_fails_before_measuring(run_dir: Path, tmp_path: Path,
     (tmp_path / "afile").write_text("x")
     output = where.replace("TMP", str(tmp_path))
     before = listing(run_dir)
-    out = subprocess.run([sys.executable, "-m", "cli", "bench", str(run_dir), *FAST, "--output", output],
+    out = subprocess.run([sys.executable, "-m", "edge_resnet.cli", "bench", str(run_dir), *FAST, "--output", output],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     _user_error(out.returncode, out.stderr, f"--output {output}: ", fragment.replace("TMP", str(tmp_path)))
     assert not [ln for ln in out.stderr.splitlines() if ln.startswith("bench: ")], out.stderr

@@ -29,7 +29,7 @@ from edge_resnet.calibration.calibrate import calibrate, calibrate_methods, chec
 from edge_resnet.calibration.calibrators import METHODS
 from edge_resnet.calibration.collect import Statistics, collect
 from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
-from edge_resnet.data import PreprocessSpec
+from edge_resnet.contract.preprocess import PreprocessSpec
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models import create_model

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from edge_resnet.calibration.readers import VIDEO_EXTENSIONS, CalibrationData, open_calibration_data
-from edge_resnet.data import PreprocessSpec, eval_transform, load_dataset
+from edge_resnet.contract.preprocess import PreprocessSpec
+from edge_resnet.data import eval_transform, load_dataset
 from edge_resnet.errors import DataError
 
 SPEC = PreprocessSpec(input_size=32, resize=32)
@@ -318,7 +319,7 @@ def test_fingerprint_is_the_same_in_a_new_process(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from edge_resnet.calibration.readers import open_calibration_data\n"
-        "from edge_resnet.data import PreprocessSpec\n"
+        "from edge_resnet.contract.preprocess import PreprocessSpec\n"
         "spec = PreprocessSpec(input_size=32, resize=32)\n"
         "print(open_calibration_data(sys.argv[1], spec, num=3).fingerprint)\n"
         "print(open_calibration_data(None, spec, num=20).fingerprint)\n"

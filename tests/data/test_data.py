@@ -24,10 +24,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2 as T
 
+from edge_resnet.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 from edge_resnet.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    PreprocessSpec,
     Transformed,
     collate_skip_none,
     dataset_name,

@@ -8,7 +8,7 @@ import io
 import os
 from pathlib import Path
 
-import cli
+from edge_resnet import cli
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from edge_resnet.data.preprocessing import PreprocessSpec
+from edge_resnet.contract.preprocess import PreprocessSpec
 from edge_resnet.errors import CheckpointError, ModelError
 from edge_resnet.models import create_model, extract_state_dict, load_file, load_weights
 from edge_resnet.training.checkpoint import Checkpoint, read_weights, save_checkpoint

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import cli
+from edge_resnet import cli
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.pipeline import ExportOptions, export_run
 from edge_resnet.runtime import Classifier
@@ -218,7 +218,7 @@ def test_ctrl_c_ends_the_run_cleanly(run_dir: Path, tmp_path: Path, signum: int)
     annotated video finalised under its name with every frame classified so far."""
     clip = write_video(tmp_path / "long.mp4", 150)
     jsonl, saved = tmp_path / "frames.jsonl", tmp_path / "annotated.avi"
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "camera", str(clip), "--run", str(run_dir), *CPU,
+    proc = subprocess.Popen([sys.executable, "-m", "edge_resnet.cli", "camera", str(clip), "--run", str(run_dir), *CPU,
                              "--no-display", "--pace", "--jsonl", str(jsonl), "--save", str(saved)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
@@ -259,7 +259,7 @@ assert not any(m.split(".")[0] in ("torch", "torchvision") for m in sys.modules)
 def test_camera_command_runs_without_torch(run_dir: Path, video: Path) -> None:
     """The `edge-resnet camera` command itself (the CLI's parser included) in a torch-free interpreter."""
     script = BLOCK_TORCH + f"""
-import cli
+from edge_resnet import cli
 rc = cli.main(["camera", {str(video)!r}, "--run", {str(run_dir)!r}, "--no-display", "--max-frames", "3"])
 assert not any(m.split(".")[0] in ("torch", "torchvision") for m in sys.modules), sorted(sys.modules)
 sys.exit(rc)
@@ -330,7 +330,7 @@ def test_unwritable_output_is_one_line_before_the_run(run_dir: Path, video: Path
 def test_save_under_a_file_in_the_real_command(run_dir: Path, video: Path, tmp_path: Path) -> None:
     """The installed entry point's view of --save under a regular file (was a NotADirectoryError traceback)."""
     (tmp_path / "afile").write_text("x")
-    out = subprocess.run([sys.executable, "-m", "cli", "camera", str(video), "--run", str(run_dir), *CPU,
+    out = subprocess.run([sys.executable, "-m", "edge_resnet.cli", "camera", str(video), "--run", str(run_dir), *CPU,
                           "--no-display", "--save", str(tmp_path / "afile" / "x.mp4")],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_resnet.data import PreprocessSpec, eval_transform, load_dataset
+from edge_resnet.contract.preprocess import PreprocessSpec
+from edge_resnet.data import eval_transform, load_dataset
 from edge_resnet.data.folder import to_rgb as training_to_rgb
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.pipeline import FILES, MANIFEST_FORMAT, ExportOptions, export_run

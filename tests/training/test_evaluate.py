@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from edge_resnet.data import DatasetSplits, PreprocessSpec
+from edge_resnet.contract.preprocess import PreprocessSpec
+from edge_resnet.data import DatasetSplits
 from edge_resnet.errors import CheckpointError
 from edge_resnet.training import Checkpoint, TrainConfig, evaluate, train
 from edge_resnet.training.evaluate import check_classes, evaluate_checkpoint

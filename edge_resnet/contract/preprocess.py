@@ -1,7 +1,7 @@
 """The preprocessing spec: how an image becomes the network's input tensor.
 
 It is data, saved in every checkpoint and manifest, so training, evaluation, export and the
-torch-free runtime all apply exactly the same transform: decode to RGB, resize the shorter
+torch-free runtime all apply exactly the same transform (and validate it here, once): decode to RGB, resize the shorter
 side to ``resize`` (with ``resampler``: PIL antialiased, or OpenCV's cheaper unantialiased
 resize), center-crop ``input_size``, scale to [0, 1], subtract ``mean`` and divide by ``std`` per
 channel, lay out as NCHW.
@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Mapping
 
 from edge_resnet.errors import ConfigError
-from edge_resnet.imaging import OPENCV_BILINEAR_ONLY, RESAMPLERS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+CHANNEL_ORDERS = ("RGB", "BGR")
+# how the resize is computed (edge_resnet.imaging implements both):
+#   "pil": PIL's Image.resize, antialiased (what torchvision's Resize does to PIL images)
+#   "opencv": cv2.resize, bilinear without antialiasing: ~10x cheaper on camera frames
+RESAMPLERS = ("pil", "opencv")
+OPENCV_BILINEAR_ONLY = ("resampler 'opencv' resizes bilinearly only (the one OpenCV filter that gives the same "
+                        "bytes across OpenCV versions and CPUs), got interpolation {!r}; use interpolation "
+                        "'bilinear' or resampler 'pil'")
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class PreprocessSpec:
             raise ConfigError(f"resampler {self.resampler!r} is not one of {RESAMPLERS}")
         if self.resampler == "opencv" and self.interpolation != "bilinear":
             raise ConfigError(OPENCV_BILINEAR_ONLY.format(self.interpolation))
-        if self.channel_order not in ("RGB", "BGR") or self.layout != "NCHW":
+        if self.channel_order not in CHANNEL_ORDERS or self.layout != "NCHW":
             raise ConfigError(f"unsupported channel order/layout {self.channel_order}/{self.layout}; "
                               "use RGB or BGR, NCHW")
         values = (*self.mean, *self.std)
@@ -75,11 +82,12 @@ class PreprocessSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
+    def from_dict(cls, d: Mapping[str, Any]) -> PreprocessSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"preprocessing spec has unknown fields {sorted(unknown)}")
+        if unknown:  # a newer export that adds a step must not run with preprocessing that skips it
+            raise ConfigError(f"preprocessing spec has fields {sorted(unknown)} this edge-resnet does not know; "
+                              "use the edge-resnet version that exported the model")
         d = dict(d)
         try:
             for key in ("mean", "std"):

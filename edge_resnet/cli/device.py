@@ -1,0 +1,284 @@
+"""The device commands (no torch; Python 3.8 on JetPack 5): lint, bench, camera, build-engine, verify, trtexec-cmd.
+
+Every handler imports what it runs inside itself; building their parsers imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_resnet.cli._common import DEFAULT_RUN, Command, BooleanOptionalAction, table
+from edge_resnet.contract import BENCH_ROWS, EXIT_TOLERANCE
+from edge_resnet.errors import EdgeResNetError
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    import onnx
+
+    from edge_resnet.export.lint import lint_model
+
+    path = Path(args.onnx)
+    if not path.is_file():
+        raise EdgeResNetError(f"no ONNX file at {path}; pass the path of a .onnx model")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf raises its own DecodeError; any failure here means "not ONNX"
+        raise EdgeResNetError(f"{path} is not a readable ONNX model ({type(e).__name__}); "
+                              "pass a .onnx file written by an ONNX exporter") from None
+    if not model.graph.node:  # protobuf reads an empty or foreign file as an empty model
+        raise EdgeResNetError(f"{path} is not a readable ONNX model (it has no graph nodes); "
+                              "pass a .onnx file written by an ONNX exporter")
+    violations = lint_model(model)
+    for v in violations:
+        print(v)
+    if violations:
+        print(f"{path}: {len(violations)} violation(s) of TensorRT's explicit-quantization rules", file=sys.stderr)
+        return 1
+    print(f"{path}: clean (INT8 Q/DQ placement fits TensorRT's explicit quantization)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge_resnet.bench import BenchOptions, benchmark_run
+
+    opts = BenchOptions(batches=tuple(args.batch), backends=tuple(args.backends) if args.backends else None,
+                        warmup=args.warmup, iterations=args.iterations, min_iterations=args.min_iterations,
+                        seconds=args.seconds, threads=args.threads,
+                        providers=tuple(args.providers) if args.providers else None, frames=args.frames,
+                        top_k=args.top_k, output=args.output, plot=args.plot)
+    result = benchmark_run(args.run_dir, opts)
+    print(table(result.table(), result.header()))
+    print(result.summary())
+    for line in result.verdicts + result.notes:
+        print(line)
+    print("wrote " + ", ".join(str(p) for p in result.files.values()))
+    return 0
+
+
+def cmd_camera(args: argparse.Namespace) -> int:
+    from edge_resnet import atomic
+    from edge_resnet.runtime.camera import CameraConfig, run_camera
+    from edge_resnet.runtime.outputs import check_writable_file
+    from edge_resnet.runtime.sources import CaptureSettings, RetryPolicy
+
+    config = CameraConfig(
+        source=args.source, run=args.run, model=args.model, backend=args.backend, threads=args.threads,
+        providers=tuple(args.providers) if args.providers else None, top_k=args.top_k, display=args.display,
+        save=args.save,
+        fourcc=args.fourcc, jsonl=None if args.jsonl == "off" else args.jsonl, pace=args.pace,
+        max_frames=args.max_frames, capture=CaptureSettings(args.width, args.height, args.fps, args.flip_method),
+        retry=RetryPolicy(args.retries, args.retry_delay, args.retry_max_delay, args.timeout))
+    config.validate()  # the option errors first, then the --summary path: both before the run
+    if args.summary:
+        check_writable_file(args.summary, f"--summary {args.summary}")
+    summary = run_camera(config)
+    print(f"camera: {summary.line()}", file=sys.stderr)
+    if summary.message:
+        print(f"edge-resnet: {'error' if summary.exit_code else 'warning'}: {summary.message}", file=sys.stderr)
+    if args.summary:
+        try:
+            atomic.write_json(args.summary, summary.to_dict())
+        except OSError as e:  # checked before the run, but the disk can fill or the folder go meanwhile
+            raise EdgeResNetError(f"cannot write --summary {args.summary} ({e.strerror or e}); the summary is "
+                                  "the camera: line above") from None
+    return summary.exit_code
+
+
+def build_options(args: argparse.Namespace) -> Any:
+    from edge_resnet.export.build_plan import BuildOptions
+
+    return BuildOptions(precision=args.precision, batch=tuple(args.batch), workspace_mib=args.workspace,
+                        dla_core=args.dla, implicit=args.implicit, timing_cache=args.timing_cache,
+                        opt_level=args.opt_level)
+
+
+def _print_check(check: Any) -> int:
+    if check.result is None:
+        return 0
+    print(check.result.summary())
+    print(f"wrote {check.report}")
+    return 0 if check.result.passed else EXIT_TOLERANCE
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from edge_resnet.deploy import build_and_check
+
+    check = build_and_check(args.bundle, build_options(args), rebuild=not args.no_rebuild, force=args.force)
+    print(f"engine {check.engine} ({check.action})")
+    return _print_check(check)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edge_resnet.deploy import check_model, verify_engine
+
+    if (args.engine is None) == (args.onnx is None):
+        raise EdgeResNetError("give exactly one of --engine FILE (a TensorRT engine) or --onnx FILE "
+                              "(ONNX Runtime standing in for the engine)")
+    if args.engine is not None:
+        check = verify_engine(args.bundle, args.engine, rebuild=not args.no_rebuild)
+    else:
+        check = check_model(args.bundle, args.onnx)
+    return _print_check(check)
+
+
+def cmd_trtexec(args: argparse.Namespace) -> int:
+    from edge_resnet.runtime.manifest import load_manifest
+    from edge_resnet.export.build_plan import plan_build
+    from edge_resnet.export.engine_key import probe_system
+    from edge_resnet.export.trtexec import command_line
+
+    manifest = load_manifest(args.run)
+    plan = plan_build(args.trt, build_options(args), set(manifest.files))
+    gpu = args.gpu if args.gpu is not None else probe_system().gpu
+    for note in plan.notes:
+        print(f"# {note}")
+    print(f"# TensorRT {plan.tensorrt}: {plan.precision} from {plan.onnx}" + (
+        ", strongly typed (no precision flags)" if plan.strongly_typed else ""))
+    print(f"cd {manifest.run_dir}")
+    print(command_line(plan, manifest.input_name, manifest.input_shape[1:], gpu or "unknown-gpu"))
+    return 0
+
+
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default="int8", choices=["int8", "fp16", "fp32"], help="default: %(default)s")
+    p.add_argument("--batch", type=int, nargs=3, default=[1, 1, 32], metavar=("MIN", "OPT", "MAX"),
+                   help="optimization profile over the batch (default: 1 1 32; DLA uses OPT as a fixed batch)")
+    p.add_argument("--workspace", type=int, default=None, metavar="MIB",
+                   help="builder workspace limit in MiB (default: TensorRT's)")
+    p.add_argument("--dla", type=int, default=None, metavar="CORE",
+                   help="build for this DLA core with GPU fallback (Jetson AGX/NX)")
+    p.add_argument("--implicit", action="store_true",
+                   help="INT8 from calib.cache on the FP32 graph (TensorRT 8.5-10.x; DLA INT8 does this anyway)")
+    p.add_argument("--timing-cache", default="timing.cache", help="timing cache file, reused and updated "
+                                                                  "(default: %(default)s in the bundle)")
+    p.add_argument("--opt-level", type=int, default=None, help="builder optimization level 0-5 (TensorRT 8.6+)")
+
+
+def _lint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("onnx", help="the .onnx file")
+
+
+def _bench_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", nargs="?", default=str(DEFAULT_RUN), help="run directory (default: %(default)s)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (default: 1 8 32)")
+    p.add_argument("--backends", nargs="+", default=None, metavar="NAME",
+                   help=f"any of {', '.join(BENCH_ROWS)} (default: every one the run has)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed iterations per batch size (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=200, help="at most this many timed iterations per batch "
+                                                               "size (default: %(default)s)")
+    p.add_argument("--min-iterations", type=int, default=10, help="at least this many, even past --seconds "
+                                                                  "(default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=2.0, help="per batch size: stop after this long, once "
+                                                              "--min-iterations are done (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (default: 0, the library's own)")
+    p.add_argument("--providers", nargs="+", default=None, help="ONNX Runtime execution providers, best first "
+                                                                "(default: the best of CUDA and CPU)")
+    p.add_argument("--frames", default=None, help="folder of images, an image or a video file to preprocess "
+                                                  "(default: the bundled 8x8 digits)")
+    p.add_argument("--top-k", type=int, default=5, help="classes decoded per image (default: %(default)s)")
+    p.add_argument("--output", default=None, help="folder for bench.json and bench.png (default: the run directory)")
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="do not write bench.png")
+
+
+def _camera_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="camera index (0), /dev/videoN, video file, rtsp:// or http(s):// URL, csi://N "
+                                  "(Jetson CSI camera) or a GStreamer pipeline ending in appsink")
+    p.add_argument("--run", default=str(DEFAULT_RUN), help="run directory (default: %(default)s)")
+    p.add_argument("--model", default="int8", help="int8, int8-cpu, fp32, fp16 or an .onnx path (default: "
+                                                   "%(default)s, the INT8 target that suits the provider)")
+    p.add_argument("--backend", default="auto", help="auto (the run's TensorRT engine when one loads here, else "
+                                                     "ONNX Runtime), tensorrt or onnxruntime (default: %(default)s)")
+    p.add_argument("--providers", nargs="+", default=None, help="ONNX Runtime execution providers, best first "
+                                                                "(default: the best available)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: 0, every core but "
+                                                          "one, which decodes and preprocesses)")
+    p.add_argument("--top-k", type=int, default=5, help="classes per JSON line (default: %(default)s)")
+    p.add_argument("--display", action=BooleanOptionalAction, default=None,
+                   help="show a window with the overlay (default: when a display and a GUI OpenCV exist)")
+    p.add_argument("--save", default=None, metavar="VIDEO", help="write the annotated video (.mp4, .avi, .mkv); "
+                                                                 "renamed into place when the run ends")
+    p.add_argument("--fourcc", default=None, help="codec for --save (default: mp4v, MJPG for .avi)")
+    p.add_argument("--jsonl", default="-", metavar="FILE", help="one JSON line per frame to FILE, - for stdout, "
+                                                                "off for none (default: -)")
+    p.add_argument("--summary", default=None, metavar="FILE", help="also write the summary as JSON to FILE")
+    p.add_argument("--pace", action="store_true", help="files: play at the file's frame rate and drop frames the "
+                                                       "model cannot keep up with, as with a camera")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many classified frames")
+    p.add_argument("--retries", type=int, default=10, help="reconnect attempts for a live source that stops, and "
+                                                           "open attempts for a network one (default: %(default)s)")
+    p.add_argument("--retry-delay", type=float, default=0.5, help="seconds before the first retry, doubling "
+                                                                  "(default: %(default)s)")
+    p.add_argument("--retry-max-delay", type=float, default=10.0, help="longest wait between retries "
+                                                                       "(default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, help="network open/read timeout in seconds "
+                                                               "(default: %(default)s)")
+    p.add_argument("--width", type=int, default=None, help="capture width for cameras (CSI default 1280)")
+    p.add_argument("--height", type=int, default=None, help="capture height for cameras (CSI default 720)")
+    p.add_argument("--fps", type=int, default=None, help="capture frame rate for cameras (CSI default 30)")
+    p.add_argument("--flip-method", type=int, default=0, help="CSI cameras: nvvidconv flip-method (default: 0)")
+
+
+def _build_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="bundle folder or .tar.gz (or a run directory)")
+    add_build_options(p)
+    p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding an engine built for "
+                                                             "another system")
+    p.add_argument("--force", action="store_true", help="rebuild even when the engine matches")
+
+
+def _verify_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, help="bundle folder or .tar.gz")
+    p.add_argument("--engine", default=None, help="a TensorRT engine built from the bundle")
+    p.add_argument("--onnx", default=None, help="an ONNX model of the bundle, run by ONNX Runtime instead")
+    p.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding an engine whose key "
+                                                             "does not match this system")
+
+
+def _trtexec_cmd_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", nargs="?", default=str(DEFAULT_RUN), help="run directory or bundle (default: %(default)s)")
+    p.add_argument("--trt", required=True, help="TensorRT version, e.g. 8.5, 10.3, 11.4")
+    p.add_argument("--gpu", default=None, help="GPU name for the engine file name (default: this machine's)")
+    add_build_options(p)
+
+
+# name -> (help, description, options, handler), in the order `edge-resnet --help` lists them
+COMMANDS = {
+    "lint": Command(
+        "check an INT8 ONNX model against TensorRT's Q/DQ placement rules",
+        "Reports every violation by node name; exit status 1 if there is any.",
+        _lint_options, cmd_lint),
+    "bench": Command(
+        "latency, throughput, memory (and power on a Jetson) of every model in a run directory",
+        "Times PyTorch FP32 (model.pt, where torch is installed), ONNX Runtime FP32/FP16/INT8 (both "
+        "targets) and the run's TensorRT engines over a batch sweep, each in its own process: latency "
+        "mean/p50/p90/p99, throughput, pre-/post-processing, peak memory, the environment. Prints a "
+        "table, writes bench.json and bench.png (latency vs batch) and says when INT8 is not faster.",
+        _bench_options, cmd_bench),
+    "camera": Command(
+        "classify a camera, video file, stream or GStreamer pipeline in real time",
+        "Classifies the newest frame of a live source (frames it cannot keep up with are dropped and "
+        "counted), every frame of a file; reconnects to live sources with backoff. Writes an overlay "
+        "(window, --save video) and one JSON line per frame; a summary line on stderr at the end. "
+        "Ctrl-C ends the run with exit status 0; a live source that does not come back, 1.",
+        _camera_options, cmd_camera),
+    "build-engine": Command(
+        "on the device: verify a bundle, build its TensorRT engine, check accuracy",
+        "Verifies every checksum, builds the engine with the installed TensorRT (or "
+        "reuses one whose key matches this system), runs the validation set through it "
+        "and writes device_report.json. Exit status 3 when the engine fails the tolerance.",
+        _build_engine_options, cmd_build_engine),
+    "verify": Command(
+        "check an engine (or an ONNX model standing in for it) on a bundle's "
+        "validation set",
+        "Compares top-1 accuracy and agreement with the stored FP32 logits under the "
+        "bundle's tolerance; writes device_report.json; exit status 3 on failure.",
+        _verify_options, cmd_verify),
+    "trtexec-cmd": Command(
+        "print the trtexec command lines for a TensorRT version",
+        "The lines build_engine.sh runs for that version: flags per TensorRT "
+        "(10.x: --int8 --fp16 on the Q/DQ graph; 11.x: none), DLA, shapes, timing cache.",
+        _trtexec_cmd_options, cmd_trtexec),
+}

@@ -1,0 +1,280 @@
+"""The workstation commands (PyTorch: the `train` extra): models, train, experiment, eval, export, bundle.
+
+Every handler imports the torch side inside itself; building their parsers imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_resnet.cli._common import DEFAULT_RUN, Command, BooleanOptionalAction, ProgressMonitor, format_eval, progress_bar, table
+from edge_resnet.cli.device import add_build_options, build_options
+from edge_resnet.contract import CALIBRATORS, EXIT_TOLERANCE
+from edge_resnet.errors import EdgeResNetError
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from edge_resnet.models import count_macs, count_params, create_model, get_spec, list_models
+
+    rows, records = [], []
+    for name in list_models():
+        spec = get_spec(name)
+        model = create_model(name, num_classes=1000 if spec.family == "imagenet" else 10)
+        params, macs = count_params(model), count_macs(model, spec.input_size)
+        records.append({"name": name, "family": spec.family, "depth": spec.depth, "residual": spec.residual,
+                        "input_size": spec.input_size, "params": params, "flops": macs})
+        rows.append((name, spec.family, spec.depth, "residual" if spec.residual else "plain",
+                     f"{spec.input_size}x{spec.input_size}", f"{params / 1e6:.2f}M", f"{macs / 1e9:.3f}G"))
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print(table(rows, ("name", "family", "depth", "kind", "input", "params", "FLOPs")))
+        print("FLOPs are multiply-adds per image at the input size (the paper's convention); "
+              "ImageNet nets counted with 1000 classes, CIFAR nets with 10.")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edge_resnet.training import TrainConfig, train
+
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "resume", "verbose")}
+    if "output" in given:
+        given["output"] = str(given["output"])
+    cfg = TrainConfig(**given)
+    result = train(cfg, resume=args.resume, explicit=set(given), monitor=ProgressMonitor())
+    if not result.is_main:
+        return 0
+    print(result.summary)
+    print(format_eval(result.test, f"test (best epoch {result.best_epoch})"))
+    print(f"trained in {result.seconds:.1f}s; checkpoint {result.checkpoint}")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from edge_resnet.experiments import run_degradation
+
+    result = run_degradation(data=args.data, models=args.models, shortcut=args.shortcut, epochs=args.epochs,
+                             seed=args.seed, output=args.output, batch_size=args.batch_size,
+                             limit_train=args.limit_train, monitor=ProgressMonitor())
+    rows = [(c.model, f"{c.final_train_error:.2f}%", f"{c.tail_train_error:.2f}%", f"{c.val_error[-1]:.2f}%",
+             f"{c.test_error:.2f}%", f"{c.seconds:.0f}s") for c in result.curves.values()]
+    print(table(rows, ("model", "train err", "train err (last 20%)", "val err", "test err", "time")))
+    for c in result.comparisons:
+        print(f"{c.question} {c.statement}")
+    print(f"wrote {result.output}/: " + ", ".join(p.name for p in result.files.values())
+          + f" ({result.seconds / 60:.1f} min)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edge_resnet import atomic
+    from edge_resnet.training.evaluate import eval_json_path, evaluate_checkpoint
+
+    model = Path(args.model)
+    if not model.exists() and args.model == str(DEFAULT_RUN / "model.pt"):
+        raise EdgeResNetError(f"no checkpoint at {model}; train one with `edge-resnet train` or pass --model")
+    result, _ckpt, data = evaluate_checkpoint(model, data=args.data, split=args.split,
+                                              batch_size=args.batch_size, device=args.device)
+    print(format_eval(result, f"{data.name} {args.split}"))
+    out = Path(args.json) if args.json else eval_json_path(model.parent, data.name, args.split)
+    atomic.write_json(out, {"checkpoint": str(model), "split": args.split, "dataset": data.name,
+                            **result.to_dict()})
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from edge_resnet.pipeline import ExportOptions, export_run
+    from edge_resnet.verify import Report
+
+    opts = ExportOptions(
+        model=args.model, data=args.data, int8=args.int8, fp16=args.fp16, calib_data=args.calib_data,
+        calib_method=args.calib_method, percentile=args.percentile, num_calib=args.num_calib,
+        calib_seed=args.calib_seed, every=args.every, calib=args.calib, target=args.target,
+        tolerance=args.tolerance, output=args.output, batch_size=args.batch_size, device=args.device)
+    result = export_run(opts, progress=progress_bar, train_monitor=ProgressMonitor())
+    report = result.report
+    calib = result.calibration
+    if calib is not None:
+        how = "reused" if result.calibration_reused else f"computed in {calib.seconds:.1f}s"
+        chosen = f" (auto chose {calib.method})" if calib.requested == "auto" else ""
+        print(f"calibration: {calib.method}{chosen} on {calib.images} images of {calib.data} ({how})")
+    print(f"verification on {report.dataset} {report.split} ({report.images} images):")
+    print(table(report.table(), Report.HEADER))
+    if report.sim_agreement is not None:
+        print(f"simulated vs ONNX Runtime INT8 (TensorRT target): {100 * report.sim_agreement:.2f}% top-1 agreement, "
+              f"logits {report.sim_sqnr_db:.1f} dB apart")
+    if "tensorrt" in result.lint:
+        violations = result.lint["tensorrt"]
+        print("QDQ lint (TensorRT rules): " + (f"{len(violations)} violations" if violations else "clean"))
+    print(f"wrote {result.run_dir}/: " + ", ".join(p.name for p in result.files.values()))
+    if not report.passed:
+        for f in report.failures:
+            print(f"edge-resnet: accuracy check failed: {f}", file=sys.stderr)
+        return EXIT_TOLERANCE
+    print(f"accuracy within tolerance ({report.tolerance:g} top-1 points)")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from edge_resnet.deploy import make_bundle
+
+    result = make_bundle(args.run, args.output, data=args.data, samples=args.samples, build=build_options(args))
+    print(f"bundle {result.folder} ({', '.join(result.files)})")
+    print(f"archive {result.archive} ({result.archive.stat().st_size / 1e6:.1f} MB), sha256 in "
+          f"{result.archive.name}.sha256")
+    print(f"validation set: {result.samples} test images, FP32 top-1 {100 * result.fp32_top1:.2f}% "
+          f"({result.seconds:.1f} s)")
+    print(f"on the device: edge-resnet build-engine {result.folder.name}  (or ./build_engine.sh with trtexec)")
+    return 0
+
+
+def _train_default(name: str) -> Any:
+    try:
+        from edge_resnet.training import TrainConfig
+    except ImportError:  # no PyTorch (a Jetson running build-engine/verify): train cannot run there anyway
+        return "needs PyTorch"
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    S = argparse.SUPPRESS  # options not given stay out of the namespace: TrainConfig's default applies
+
+    def opt(flag: str, help: str, **kw: Any) -> None:
+        dest = flag.lstrip("-").replace("-", "_")
+        if "action" not in kw or kw["action"] is BooleanOptionalAction:
+            help = f"{help} (default: {_train_default(dest)})"
+        p.add_argument(flag, default=S, help=help, **kw)
+
+    opt("--model", "registry name (see `edge-resnet models`) or an edge-resnet checkpoint to fine-tune")
+    opt("--data", "ImageFolder or CIFAR-10 folder; the bundled digits when left out")
+    opt("--output", "run directory (default: runs/<model>-<dataset>)", action="store")
+    opt("--shortcut", "paper shortcut option A, B or C", choices=["A", "B", "C", "a", "b", "c"])
+    opt("--weights", "weights file to start from: torchvision .pth, timm or edge-resnet checkpoint")
+    opt("--num-classes", "expected class count; the head is replaced when the weights have another", type=int)
+    opt("--input-size", "network input side in pixels", type=int)
+    opt("--resampler", "resize implementation, in training and on the device: pil (antialiased, torchvision's) "
+                       "or opencv (bilinear, no antialiasing, ~10x cheaper per camera frame; needs cv2) "
+                       "(default: pil for a new model, the checkpoint's when fine-tuning)",
+        choices=["pil", "opencv"], action="store")
+    opt("--epochs", "training epochs", type=int)
+    opt("--batch-size", "global batch size", type=int)
+    opt("--lr", "peak learning rate", type=float)
+    opt("--momentum", "SGD momentum", type=float)
+    opt("--weight-decay", "SGD weight decay", type=float)
+    opt("--schedule", "learning-rate schedule", choices=["cosine", "step"])
+    opt("--warmup-epochs", "linear warm-up epochs", type=float)
+    opt("--augment", "training augmentation", choices=["auto", "cifar", "imagenet", "none"])
+    opt("--hflip", "random horizontal flips (default: only for flip-invariant data)",
+        action=BooleanOptionalAction)
+    opt("--device", "auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
+    opt("--amp", "mixed precision, CUDA only (default: on with CUDA)", action=BooleanOptionalAction)
+    opt("--channels-last", "channels_last memory format (default: on with CUDA)",
+        action=BooleanOptionalAction)
+    opt("--workers", "DataLoader worker processes (default: 0 on CPU, 4 on CUDA)", type=int, action="store")
+    opt("--seed", "random seed (weights, split, batches, augmentation)", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last.pt")
+
+
+def _models_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _experiment_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", choices=["degradation"], help="the experiment")
+    p.add_argument("--data", default=None, help="ImageFolder or CIFAR-10 folder (default: the bundled digits)")
+    p.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"],
+                   help="CIFAR model names (default: plain20 plain56 resnet20 resnet56)")
+    p.add_argument("--shortcut", default="A", choices=["A", "B"], help="for the ResNets (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=30, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--limit-train", type=int, default=None, help="train on about this many images (default: all)")
+    p.add_argument("--output", default="runs/degradation", help="default: %(default)s")
+
+
+def _eval_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=str(DEFAULT_RUN / "model.pt"), help="checkpoint (default: %(default)s)")
+    p.add_argument("--data", default=None, help="dataset folder (default: the bundled digits)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: %(default)s")
+    p.add_argument("--json", default=None, help="JSON report path (default: eval-<dataset>-<split>.json "
+                                                "beside the checkpoint)")
+
+
+def _export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="checkpoint (model.pt or its run directory) or a registry name; "
+                                                 "default: runs/resnet20-digits/model.pt, trained first if missing")
+    p.add_argument("--data", default=None, help="dataset whose test split verifies (default: the bundled digits)")
+    p.add_argument("--int8", action="store_true", help="calibrate and write the INT8 models")
+    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (TensorRT 11 strongly typed)")
+    p.add_argument("--calib-data", default=None, help="calibration images: dataset, folder (recursive) or "
+                                                      "video file (default: the train split of --data)")
+    p.add_argument("--calib-method", default="auto", choices=["auto", *CALIBRATORS],
+                   help="range calibrator; auto keeps the one whose simulated INT8 logits are closest to "
+                        "FP32 on the calibration images (default: %(default)s)")
+    p.add_argument("--percentile", type=float, default=99.99, help="for --calib-method percentile "
+                                                                   "(default: %(default)s)")
+    p.add_argument("--num-calib", type=int, default=512, help="calibration images (default: %(default)s)")
+    p.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration sample (default: %(default)s)")
+    p.add_argument("--every", type=int, default=1, help="video calibration: use every k-th frame (default: 1)")
+    p.add_argument("--calib", default=None, help="use this calib.json instead of calibrating (must match the model)")
+    p.add_argument("--target", default="all", choices=["all", "tensorrt", "cpu"],
+                   help="INT8 flavours: tensorrt = model.int8.onnx (explicit Q/DQ for TensorRT), cpu = "
+                        "model.int8.cpu.onnx (fastest on ONNX Runtime CPU); default: %(default)s")
+    p.add_argument("--tolerance", type=float, default=1.0, help="allowed top-1 drop in points (default: %(default)s)")
+    p.add_argument("--output", default=None, help="run directory (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="PyTorch side (default: %(default)s)")
+
+
+def _bundle_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", nargs="?", default=str(DEFAULT_RUN), help="run directory (default: %(default)s)")
+    p.add_argument("--output", default=None, help="bundle folder (default: <run>-bundle beside the run)")
+    p.add_argument("--data", default=None, help="the dataset the model was trained on (default: the bundled digits)")
+    p.add_argument("--samples", type=int, default=256, help="validation samples (default: %(default)s)")
+    add_build_options(p)
+
+
+# name -> (help, description, options, handler), in the order `edge-resnet --help` lists them
+COMMANDS = {
+    "models": Command(
+        "list the architectures with parameters and FLOPs",
+        None,
+        _models_options, cmd_models),
+    "train": Command(
+        "train a ResNet (defaults: resnet20 on the bundled digits)",
+        "Train with SGD; checkpoints every epoch (last.pt) and the best (model.pt). "
+        "Runs under `torchrun --nproc-per-node N` unchanged.",
+        _train_options, cmd_train),
+    "experiment": Command(
+        "reproduce a finding of the paper (degradation: plain vs ResNet depth)",
+        "degradation: train plain and residual nets of two depths with one budget and "
+        "seed; write degradation.json/.png/.md with per-epoch errors and a verdict.",
+        _experiment_options, cmd_experiment),
+    "eval": Command(
+        "top-1/top-5, per-class accuracy and confusion matrix of a checkpoint",
+        None,
+        _eval_options, cmd_eval),
+    "export": Command(
+        "fold, calibrate, write FP32/INT8 ONNX and the TensorRT cache, verify accuracy",
+        "Writes the run directory: model.fp32.onnx, and with --int8 calib.json, calib.cache, "
+        "model.int8.onnx (TensorRT) and model.int8.cpu.onnx (ONNX Runtime CPU), then runs every "
+        "form on the held-out test split and writes report.json/report.md and manifest.json. "
+        "Exit status 3 when an accuracy check fails (the report is still written).",
+        _export_options, cmd_export),
+    "bundle": Command(
+        "write the Jetson bundle (ONNX, calib.cache, validation set, build_engine.sh) "
+        "and its .tar.gz",
+        "Checks the run's files against its manifest, draws a validation set from the "
+        "held-out test split with the FP32 logits for it, and writes <run>-bundle/ and "
+        "<run>-bundle.tar.gz beside the run.",
+        _bundle_options, cmd_bundle),
+}
