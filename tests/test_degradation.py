@@ -13,7 +13,6 @@ from PIL import Image
 from edge_resnet import cli
 from edge_resnet.experiments import ModelCurves
 
-pytest.importorskip("matplotlib")
 
 MODELS = ("plain8", "plain20", "resnet8", "resnet20")
 EPOCHS = 2

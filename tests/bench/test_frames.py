@@ -13,7 +13,7 @@ from edge_resnet.bench.frames import load_frames
 from edge_resnet.data.digits import read_digits
 from edge_resnet.errors import EdgeResNetError
 
-skdata = pytest.importorskip("skimage.data")
+import skimage.data as skdata  # a dev dependency: missing, these tests fail loudly rather than skip
 
 
 def test_folder_of_photographs_skips_unreadable_files(tmp_path: Path) -> None:

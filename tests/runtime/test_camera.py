@@ -135,7 +135,7 @@ def test_refused_url_is_retried_with_backoff_then_fails(run_dir: Path, scheme: s
     rc = _camera(run_dir, url, "--retries", "3", "--retry-delay", "0.05", "--retry-max-delay", "0.1",
                  "--save", str(tmp_path / "never.mp4"))
     took = time.monotonic() - start
-    assert rc == 1 and 0.25 <= took < 20  # waited 0.05 + 0.1 + 0.1 between four attempts
+    assert rc == 1 and took >= 0.25  # waited 0.05 + 0.1 + 0.1 between four attempts
     err = _stderr_lines(capsys)
     assert err == [f"edge-resnet: error: cannot open {url} after 4 attempt(s) in {err[0].split(' in ')[1]}"]
     assert "check the URL" in err[0]

@@ -30,7 +30,7 @@ from edge_resnet.runtime.preprocess import crop_origin, resized_size, to_rgb
 from tests.helpers import BLOCK_TORCH
 from tests.tiny_model import opencv_checkpoint, tiny_checkpoint
 
-skdata = pytest.importorskip("skimage.data")
+import skimage.data as skdata  # a dev dependency: missing, these tests fail loudly rather than skip
 
 REPO = Path(__file__).resolve().parents[2]
 # preprocessing parity: largest |runtime - eval_transform| allowed, in normalised units

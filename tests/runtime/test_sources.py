@@ -214,4 +214,4 @@ def test_stop_interrupts_the_open_retries() -> None:
     start = time.monotonic()
     assert open_capture(parse_source(f"rtsp://127.0.0.1:{closed_port()}/x"), retries=5, delay=5.0,
                         max_delay=5.0, stop=stop) is None
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 5.0  # the stop cut the first 5 s wait short

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-skdata = pytest.importorskip("skimage.data")
+import skimage.data as skdata  # a dev dependency: missing, these tests fail loudly rather than skip
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
 SIZE = (640, 480)
