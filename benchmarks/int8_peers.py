@@ -184,7 +184,7 @@ from edge_resnet.models import create_model  # noqa: E402
 from edge_resnet.models.graph import INPUT, trace  # noqa: E402
 from edge_resnet.quant import make_plan  # noqa: E402
 from edge_resnet.training import Checkpoint, TrainConfig, load_checkpoint, train  # noqa: E402
-from edge_resnet.verify import sqnr_db  # noqa: E402
+from edge_resnet.contract.metrics import sqnr_db  # noqa: E402
 from edge_resnet.export.lint import lint_model  # noqa: E402
 from edge_resnet.export.onnx_writer import build_onnx, save_onnx  # noqa: E402
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge_resnet.contract.metrics import db_from_json, db_to_json
 from edge_resnet.calibration.calibrators import MIN_AMAX
 from edge_resnet import atomic
 from edge_resnet.errors import EdgeResNetError
@@ -54,7 +55,9 @@ class Calibration:
     selection: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        d = asdict(self)
+        d["selection"] = {m: db_to_json(v) for m, v in self.selection.items()}
+        return {"format": FORMAT, **d}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str | Path = "calib.json") -> Calibration:
@@ -70,7 +73,7 @@ class Calibration:
                 seconds=float(d.get("seconds", 0.0)),
                 channel_mean={str(k): [float(x) for x in v] for k, v in d.get("channel_mean", {}).items()},
                 requested=str(d.get("requested", "")) or str(d["method"]),
-                selection={str(k): float(v) for k, v in d.get("selection", {}).items()},
+                selection={str(k): db_from_json(v) for k, v in d.get("selection", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CalibrationCacheError(f"{path} is damaged ({e}); delete it to recalibrate") from None

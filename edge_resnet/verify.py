@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_resnet.contract.metrics import agreement, db_to_json, sqnr_db
 from edge_resnet.fp32 import exact_fp32
 
 # the simulation must predict ONNX Runtime's INT8 (TensorRT target) to this top-1 agreement
@@ -61,15 +62,6 @@ def onnx_backend(key: str, name: str, path: str, *, threads: int = 0, **kw: Any)
     return Backend(key, name, run, file=path, **kw)
 
 
-def sqnr_db(ref: np.ndarray, x: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio of ``x`` against ``ref``; inf when they are identical."""
-    noise = float(np.sum((x.astype(np.float64) - ref) ** 2))
-    signal = float(np.sum(ref.astype(np.float64) ** 2))
-    if noise == 0.0:
-        return math.inf
-    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     k = min(k, logits.shape[1])
     top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
@@ -90,9 +82,7 @@ class Row:
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        if d["sqnr_db"] is not None and math.isinf(d["sqnr_db"]):
-            d["sqnr_db"] = None  # identical logits; JSON has no infinity
-            d["identical"] = True
+        d["sqnr_db"] = db_to_json(d["sqnr_db"])
         return d
 
 
@@ -119,8 +109,7 @@ class Report:
             "dataset": self.dataset, "split": self.split, "images": self.images,
             "tolerance_top1_points": self.tolerance, "passed": self.passed, "failures": list(self.failures),
             "sim_vs_onnxruntime_int8_agreement": self.sim_agreement,
-            "sim_vs_onnxruntime_int8_sqnr_db": None if self.sim_sqnr_db is None or math.isinf(self.sim_sqnr_db)
-            else self.sim_sqnr_db,
+            "sim_vs_onnxruntime_int8_sqnr_db": db_to_json(self.sim_sqnr_db),
             "min_sim_agreement": MIN_SIM_AGREEMENT,
             "backends": [r.to_dict() for r in self.rows],
         }
@@ -183,7 +172,6 @@ def compare(backends: Sequence[Backend], labels: np.ndarray, *, reference: str, 
     """The report over logits already gathered by ``run_backends``; the gate is applied here."""
     logits = {b.key: np.concatenate(b.logits) if b.logits else np.zeros((0, 0), np.float32) for b in backends}
     ref = logits[reference]
-    ref_pred = ref.argmax(1)
     ref_top1 = topk_accuracy(ref, labels, 1)
     rows = []
     for b in backends:
@@ -192,7 +180,7 @@ def compare(backends: Sequence[Backend], labels: np.ndarray, *, reference: str, 
         top1 = topk_accuracy(lg, labels, 1)
         rows.append(Row(
             key=b.key, name=b.name, top1=top1, top5=topk_accuracy(lg, labels, 5),
-            agreement=None if is_ref else float(np.mean(lg.argmax(1) == ref_pred)),
+            agreement=None if is_ref else agreement(ref, lg),
             sqnr_db=None if is_ref else sqnr_db(ref, lg),
             drop=None if is_ref else 100 * (ref_top1 - top1),
             file=b.file, size_bytes=b.size_bytes,
@@ -203,7 +191,7 @@ def compare(backends: Sequence[Backend], labels: np.ndarray, *, reference: str, 
             report.failures.append(f"{r.name} lost {r.drop:.2f} top-1 points (tolerance {tolerance:.2f})")
     if sim_pair is not None and all(k in logits for k in sim_pair):
         sim, deployed = (logits[k] for k in sim_pair)
-        report.sim_agreement = float(np.mean(sim.argmax(1) == deployed.argmax(1))) if len(sim) else 1.0
+        report.sim_agreement = agreement(deployed, sim) if len(sim) else 1.0
         report.sim_sqnr_db = sqnr_db(deployed, sim)
         if report.sim_agreement < MIN_SIM_AGREEMENT:
             report.failures.append(

@@ -20,10 +20,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from edge_resnet.errors import EdgeResNetError
 
 __all__ = ["Violation", "lint_model"]
 
@@ -75,7 +78,7 @@ def lint_model(model: onnx.ModelProto | str | os.PathLike[str]) -> list[Violatio
     model-level ones first, each reported once.
     """
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(os.fspath(model))
+        model = load_model(model)
     graph = _Graph(model.graph)
     if not any(n.op_type in _QDQ for n in graph.nodes) and not any(_is_integer_op(n) for n in graph.nodes):
         # Everything else would fire on every layer; one clear message is more useful.
@@ -84,6 +87,22 @@ def lint_model(model: onnx.ModelProto | str | os.PathLike[str]) -> list[Violatio
     for node in graph.nodes:
         found.extend(_check_node(graph, node))
     return list(dict.fromkeys(found))
+
+
+def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """The ONNX model at ``path``, or an EdgeResNetError saying why it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeResNetError(f"no ONNX file at {path}; pass the path of a .onnx model")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf raises its own DecodeError; any failure here means "not ONNX"
+        raise EdgeResNetError(f"{path} is not a readable ONNX model ({type(e).__name__}); "
+                              "pass a .onnx file written by an ONNX exporter") from None
+    if not model.graph.node:  # protobuf reads an empty or foreign file as an empty model
+        raise EdgeResNetError(f"{path} is not a readable ONNX model (it has no graph nodes); "
+                              "pass a .onnx file written by an ONNX exporter")
+    return model
 
 
 # --------------------------------------------------------------------------------------------- graph view

@@ -8,12 +8,14 @@ calibration images and keeps the best logit SQNR against the FP32 model.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from edge_resnet.contract.metrics import sqnr_from_sums
 from edge_resnet.calibration.cache import Calibration
 from edge_resnet.fp32 import exact_fp32
 from edge_resnet.models.graph import Graph
@@ -39,16 +41,17 @@ def score_calibrations(folded: nn.Module, graph: Graph, calibs: Sequence[Calibra
                 noise[method] += float(((sim(x).double() - ref) ** 2).sum())
             if on_batch is not None:
                 on_batch(int(x.shape[0]))
-    return {m: (math.inf if n == 0 else 10 * math.log10(signal / n)) if signal > 0 else -math.inf
-            for m, n in noise.items()}
+    return {m: sqnr_from_sums(signal, n) for m, n in noise.items()}
 
 
 def pick(calibs: Sequence[Calibration], scores: dict[str, float]) -> Calibration:
-    """The best-scoring calibration, marked as chosen by "auto" (ties: the earlier method)."""
+    """The best-scoring calibration, as a new one marked as chosen by "auto" (ties: the earlier method).
+
+    The candidates are left as they are: the caller may still compare or save them.
+    """
     best = max(calibs, key=lambda c: scores[c.method])
-    best.requested = "auto"
-    # the percentile candidate took part in the choice: its setting belongs to the result
-    best.percentile = next((c.percentile for c in calibs if c.method == "percentile"), None)
-    # JSON has no infinity: identical logits score a nominal 999 dB
-    best.selection = {m: round(s, 3) if math.isfinite(s) else 999.0 for m, s in scores.items()}
-    return best
+    return dataclasses.replace(
+        best, requested="auto",
+        # the percentile candidate took part in the choice: its setting belongs to the result
+        percentile=next((c.percentile for c in calibs if c.method == "percentile"), None),
+        selection={m: s if math.isinf(s) else round(s, 3) for m, s in scores.items()})

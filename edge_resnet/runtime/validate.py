@@ -11,7 +11,6 @@ loses nothing: normalisation is deterministic float32 arithmetic.
 
 from __future__ import annotations
 
-import math
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge_resnet.contract.metrics import agreement, db_to_json, sqnr_db
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.runtime.preprocess import Preprocessor
 
@@ -86,8 +86,7 @@ class ValidationResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        # identical logits give an infinite SQNR, which JSON cannot hold
-        d["sqnr_db"] = d["sqnr_db"] if math.isfinite(d["sqnr_db"]) else None
+        d["sqnr_db"] = db_to_json(d["sqnr_db"])
         return {**d, "passed": self.passed}
 
     def summary(self) -> str:
@@ -96,13 +95,6 @@ class ValidationResult:
                 f"(drop {self.drop_points:+.2f} points, limit {self.max_drop_points:g}), agreement "
                 f"{100 * self.agreement:.2f}% (min {100 * self.min_agreement:.1f}%), logit SQNR "
                 f"{self.sqnr_db:.1f} dB over {self.samples} samples: {verdict}")
-
-
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """10 log10(|ref|^2 / |ref - test|^2); inf when identical."""
-    noise = float(np.sum((reference.astype(np.float64) - test) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
 def check_backend(backend: Backend, validation: ValidationSet, preprocess: Preprocessor, *, model: str,
@@ -121,16 +113,16 @@ def check_backend(backend: Backend, validation: ValidationSet, preprocess: Prepr
                               f"{list(validation.logits.shape)}; the bundle and the model do not belong together")
     pred, ref = logits.argmax(1), validation.logits.argmax(1)
     top1, fp32_top1 = float(np.mean(pred == validation.labels)), float(np.mean(ref == validation.labels))
-    agreement = float(np.mean(pred == ref))
+    agree = agreement(validation.logits, logits)
     min_agreement = DEFAULT_MIN_AGREEMENT.get(precision, 0.98) if min_agreement is None else min_agreement
     drop = 100 * (fp32_top1 - top1)
     failures = []
     if drop > max_drop_points + 1e-9:
         failures.append(f"top-1 drops {drop:.2f} points (limit {max_drop_points:g})")
-    if agreement < min_agreement:
-        failures.append(f"top-1 agrees with FP32 on {100 * agreement:.2f}% (needs {100 * min_agreement:.1f}%)")
+    if agree < min_agreement:
+        failures.append(f"top-1 agrees with FP32 on {100 * agree:.2f}% (needs {100 * min_agreement:.1f}%)")
     return ValidationResult(backend=backend.name, model=model, precision=precision, samples=len(validation),
-                            top1=top1, fp32_top1=fp32_top1, drop_points=drop, agreement=agreement,
+                            top1=top1, fp32_top1=fp32_top1, drop_points=drop, agreement=agree,
                             sqnr_db=sqnr_db(validation.logits, logits),
                             max_abs_diff=float(np.max(np.abs(logits - validation.logits))),
                             max_drop_points=max_drop_points, min_agreement=min_agreement, failures=failures)

@@ -7,6 +7,7 @@ here with a hook of our own on ``Graph.run``, not against the collector's own ar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -228,9 +229,10 @@ def test_check_reusable_ignores_the_percentile_of_other_methods() -> None:
 
 
 def test_an_auto_calibration_is_reusable_by_the_same_auto_run(calibs: list[Calibration]) -> None:
-    fresh = [Calibration(**{**c.__dict__, "amax": dict(c.amax)}) for c in calibs]  # pick() marks its choice
-    chosen = pick(fresh, {"max": 30.0, "percentile": 20.0, "entropy": 10.0, "mse": 0.0})
+    before = [dataclasses.replace(c) for c in calibs]
+    chosen = pick(calibs, {"max": 30.0, "percentile": 20.0, "entropy": 10.0, "mse": 0.0})
     assert chosen.method == "max" and chosen.requested == "auto"
+    assert calibs == before and chosen is not calibs[0]  # the candidates are left as they were
     fp = chosen.fingerprint
     assert check_reusable(chosen, model=fp["model"], data=fp["data"], method="auto", percentile=99.99,
                           bins=chosen.bins) is None

@@ -26,7 +26,8 @@ from edge_resnet.deploy import REPORT, build_and_check, check_model, open_bundle
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.runtime.backends import OnnxRuntimeBackend
 from edge_resnet.runtime.preprocess import Preprocessor
-from edge_resnet.runtime.validate import ValidationSet, check_backend, sqnr_db
+from edge_resnet.contract.metrics import sqnr_db
+from edge_resnet.runtime.validate import ValidationSet, check_backend
 from edge_resnet.export.build_plan import BuildOptions, plan_build
 from edge_resnet.export.engine import engine_key
 from edge_resnet.export.engine_key import System, read_sidecar, sidecar_path, write_sidecar

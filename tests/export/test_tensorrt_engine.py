@@ -22,7 +22,8 @@ from edge_resnet.deploy import REPORT, build_and_check, verify_engine
 from edge_resnet.runtime.backends import OnnxRuntimeBackend
 from edge_resnet.runtime.manifest import load_manifest
 from edge_resnet.runtime.preprocess import Preprocessor
-from edge_resnet.runtime.validate import ValidationSet, sqnr_db
+from edge_resnet.contract.metrics import sqnr_db
+from edge_resnet.runtime.validate import ValidationSet
 from edge_resnet.export.build_plan import BuildOptions
 from edge_resnet.export.engine_key import probe_system, read_sidecar, sidecar_path, strongly_typed_only
 from edge_resnet.export.trtexec import TRTEXEC_JETPACK
