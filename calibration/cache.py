@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -27,8 +28,11 @@ from edge_resnet import atomic
 from edge_resnet.errors import EdgeResNetError
 
 FORMAT = "edge-resnet/calib-1"
-# NV_TENSORRT_VERSION as TensorRT writes it in the header: 8.5.x -> 8501 style, 10.x -> 100300 style
-TRT_HEADERS = {"8.5": "TRT-8501-EntropyCalibration2", "10.3": "TRT-100300-EntropyCalibration2"}
+# the TensorRT a run's calib.cache names by default: JetPack 5.1.x's 8.5.2 (every 5.1 release ships
+# 8.5.2.2), the oldest JetPack with implicit INT8 we support. TensorRT skips a cache whose header
+# names another version, so the bundle also carries one per JetPack (edge_resnet.export.jetson), and the build
+# paths rewrite the header for the TensorRT they run (edge_resnet.export.trtexec.retag_cache).
+DEFAULT_CACHE_TENSORRT = "8.5.2"
 
 
 class CalibrationCacheError(EdgeResNetError):
@@ -113,13 +117,28 @@ def trt_scale_hex(amax: float) -> str:
     return struct.pack(">f", np.float32(max(float(amax), MIN_AMAX) / 127)).hex()
 
 
-def trt_cache_text(amax: Mapping[str, float], trt_version: str = "8.5") -> str:
-    """The calibration cache TensorRT reads, for the tensors named in ``amax`` (in that order)."""
-    try:
-        header = TRT_HEADERS[trt_version]
-    except KeyError:
-        raise ValueError(f"unknown TensorRT version {trt_version!r}; choose one of {', '.join(TRT_HEADERS)}") from None
-    return header + "\n" + "".join(f"{name}: {trt_scale_hex(a)}\n" for name, a in amax.items())
+def trt_cache_header(trt_version: str) -> str:
+    """``TRT-<NV_TENSORRT_VERSION>-EntropyCalibration2`` for a TensorRT version: 8.5.2 -> TRT-8502-...,
+    10.3.0 -> TRT-100300-... (major * 1000 + minor * 100 + patch before 10, major * 10000 + ... from 10).
+
+    Raises:
+        ValueError: not MAJOR.MINOR[.PATCH], or a TensorRT without calibration caches we write for
+            (before 8.5, or 11+, which removed implicit quantization).
+    """
+    m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)*", trt_version.strip())
+    if not m:
+        raise ValueError(f"unknown TensorRT version {trt_version!r}; give it as MAJOR.MINOR[.PATCH], e.g. 10.3.0")
+    major, minor, patch = int(m[1]), int(m[2]), int(m[3] or 0)
+    if (major, minor) < (8, 5) or major >= 11:
+        raise ValueError(f"unknown TensorRT version {trt_version!r} for a calibration cache: implicit INT8 is "
+                         "8.5-10.x")
+    code = major * (1000 if major < 10 else 10000) + minor * 100 + patch
+    return f"TRT-{code}-EntropyCalibration2"
+
+
+def trt_cache_text(amax: Mapping[str, float], trt_version: str = DEFAULT_CACHE_TENSORRT) -> str:
+    """The calibration cache TensorRT ``trt_version`` reads, for the tensors named in ``amax`` (in that order)."""
+    return trt_cache_header(trt_version) + "\n" + "".join(f"{name}: {trt_scale_hex(a)}\n" for name, a in amax.items())
 
 
 def read_trt_cache(text: str) -> tuple[str, dict[str, float]]:

@@ -25,8 +25,9 @@ from edge_resnet.runtime.preprocess import Preprocessor
 from edge_resnet.runtime.validate import DEFAULT_MIN_AGREEMENT, ValidationResult, ValidationSet, check_backend
 from edge_resnet.export.build_plan import BuildOptions
 from edge_resnet.export.bundle import VALIDATION, safe_extract, write_bundle
-from edge_resnet.export.engine_key import EngineKey, System, decide, probe_system, read_sidecar
-from edge_resnet.export.trtexec import build_script
+from edge_resnet.export.engine_key import EngineKey, System, decide, probe_system, read_sidecar, version_code
+from edge_resnet.export.jetson import calib_cache_versions
+from edge_resnet.export.trtexec import build_script, retag_cache, retagged_cache_name
 
 log = logging.getLogger(__name__)
 REPORT = "device_report.json"
@@ -121,10 +122,26 @@ def make_bundle(run_dir: str | Path, output: str | Path | None = None, *, data: 
     run = manifest.run_dir.resolve()  # `edge-resnet bundle .` names the bundle after the folder, not "."
     out = Path(output) if output is not None else run.parent / f"{run.name}-bundle"
     folder, archive = write_bundle(manifest.run_dir, raw, out, script=script, validation_info=info,
-                                   validation={"pixels": pixels, "labels": labels, "logits": logits.astype(np.float32)})
+                                   validation={"pixels": pixels, "labels": labels, "logits": logits.astype(np.float32)},
+                                   extra=_versioned_caches(manifest))
     files = tuple(sorted(p.name for p in folder.iterdir()))
     return BundleResult(folder=folder, archive=archive, files=files, samples=len(labels), fp32_top1=fp32_top1,
                         seconds=time.perf_counter() - start)
+
+
+def _versioned_caches(manifest: Manifest) -> dict[str, tuple[str, dict[str, Any]]]:
+    """calib.cache under the header of each JetPack's TensorRT (calib.trt8502.cache, ...): TensorRT skips a
+    cache written for another version, and a file handed to trtexec --calib, DeepStream's
+    int8-calib-file or Polygraphy by hand gets no header rewrite."""
+    entry = manifest.by_role("cache")
+    if entry is None:
+        return {}
+    text = manifest.path(entry.name).read_text(encoding="ascii")
+    out = {}
+    for version in calib_cache_versions():
+        code = version_code(version)
+        out[retagged_cache_name(code)] = (retag_cache(text, code), {"role": "cache_version", "tensorrt": version})
+    return out
 
 
 # ---------------------------------------------------------------- device: open, build, check

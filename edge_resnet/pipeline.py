@@ -24,7 +24,14 @@ import onnx
 import torch
 from torch.utils.data import DataLoader
 
-from edge_resnet.calibration.cache import Calibration, load_calibration, save_calibration, trt_cache_text
+from edge_resnet.calibration.cache import (
+    DEFAULT_CACHE_TENSORRT,
+    Calibration,
+    load_calibration,
+    save_calibration,
+    trt_cache_header,
+    trt_cache_text,
+)
 from edge_resnet.calibration.calibrate import calibrate_methods, check_reusable, graph_fingerprint
 from edge_resnet.calibration.calibrators import METHODS
 from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
@@ -40,7 +47,7 @@ from edge_resnet.training.evaluate import check_classes
 from edge_resnet.training.loop import resolve_device
 from edge_resnet.verify import compare, onnx_backend, run_backends, torch_backend
 from edge_resnet.export.lint import lint_model
-from edge_resnet.export.onnx_writer import OPSET, build_onnx, save_onnx
+from edge_resnet.export.onnx_writer import OPSET, build_implicit_onnx, build_onnx, implicit_tensors, save_onnx
 
 log = logging.getLogger("edge_resnet.export")
 
@@ -57,7 +64,17 @@ INT8_DEFINITIONS = {
            "zero point 128 (amax/127); int8 weights per output channel (amax_c/127), stored as uint8 with "
            "zero point 128 (ONNX Runtime's u8u8 kernels, exact on x86 without VNNI); "
            "Q/DQ also on conv outputs, so ONNX Runtime runs QLinearConv/QLinearAdd",
+    "implicit": "TensorRT implicit quantization (8.5-10.x; DLA INT8): model.int8.implicit.onnx with calib.cache. "
+                "The same calibration ranges as model.int8.onnx (activations per tensor, amax/127) and its "
+                "bias-corrected biases; weights per output channel with scales TensorRT takes from their max "
+                "(as model.int8.onnx does); the classifier is a 1x1 convolution, so calib.cache names every "
+                "tensor TensorRT's parser creates. Unlike the Q/DQ graph, TensorRT chooses per layer which "
+                "tensors run in INT8 (any it finds faster in FP16/FP32 stay there, and DLA falls back to the GPU "
+                "for layers it cannot run), so the workstation's INT8 figures are those of model.int8.onnx, "
+                "and the device check measures this engine itself",
 }
+# which INT8 definition an engine follows, by the int8_mode its key records
+ENGINE_INT8 = {"qdq": "tensorrt", "implicit": "implicit"}
 
 FILES = {
     "checkpoint": "model.pt",
@@ -67,6 +84,7 @@ FILES = {
     "fp16": "model.fp16.onnx",
     "tensorrt": "model.int8.onnx",
     "cpu": "model.int8.cpu.onnx",
+    "implicit": "model.int8.implicit.onnx",
     "report_json": "report.json",
     "report_md": "report.md",
     "manifest": "manifest.json",
@@ -254,13 +272,12 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
         files["fp16"] = run_dir / FILES["fp16"]
         save_onnx(build_onnx(graph, input_size=size, precision="fp16"), files["fp16"])
 
-    plans, lint = {}, {}
+    plans, lint, cache_info = {}, {}, None
     if calib is not None:
         files["calib"] = run_dir / FILES["calib"]
         if calib_origin != "run directory":  # a fresh or pinned calibration belongs in this run
             save_calibration(files["calib"], calib)
-        files["cache"] = run_dir / FILES["cache"]
-        atomic.write_text(files["cache"], trt_cache_text(_cache_ranges(fp32_model, calib.amax)))
+        cache_info = _write_implicit(graph, calib, size, run_dir, files)
         for target in opts.targets:
             plans[target] = make_plan(graph, calib.amax, target, channel_mean=calib.channel_mean or None)
             files[target] = run_dir / FILES[target]
@@ -296,7 +313,7 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
     atomic.write_text(files["report_md"], report.to_markdown())
 
     files["manifest"] = run_dir / FILES["manifest"]
-    atomic.write_json(files["manifest"], _manifest(ckpt, files, report, calib, lint, opts))
+    atomic.write_json(files["manifest"], _manifest(ckpt, files, report, calib, lint, opts, cache_info))
     return ExportResult(run_dir, files, report, calib, calib_origin in ("run directory", "pinned"), trained,
                         lint)
 
@@ -308,7 +325,7 @@ def _remove_stale(run_dir: Path, opts: ExportOptions) -> None:
     if opts.fp16:
         produced.add("fp16")
     if opts.int8:
-        produced |= {"calib", "cache"}
+        produced |= {"calib", "cache", "implicit"}
     for key in ("manifest", *FILES):
         if key == "manifest" or key not in produced:
             (run_dir / FILES[key]).unlink(missing_ok=True)
@@ -353,20 +370,62 @@ def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: C
     return calib, "fresh"
 
 
-def _cache_ranges(fp32_model: onnx.ModelProto, amax: dict[str, float]) -> dict[str, float]:
-    """amax for every tensor TensorRT's ONNX parser sees in the FP32 model, in graph order.
+def _write_implicit(graph, calib: Calibration, size: int, run_dir: Path, files: dict[str, Path]) -> dict[str, Any]:
+    """model.int8.implicit.onnx and calib.cache for TensorRT's implicit INT8 (DLA), from the same corrected
+    model as model.int8.onnx; returns what the manifest records about the cache."""
+    plan = make_plan(graph, calib.amax, "tensorrt", channel_mean=calib.channel_mean or None)
+    model = build_implicit_onnx(graph, input_size=size, plan=plan)
+    ranges, uncovered = _cache_ranges(model, calib.amax)
+    if uncovered:  # our writer never makes such tensors; if it did, say which layers lose INT8
+        log.warning("calib.cache has no range for %s: TensorRT runs those layers in FP16/FP32", ", ".join(uncovered))
+    files["implicit"] = run_dir / FILES["implicit"]
+    save_onnx(model, files["implicit"])
+    files["cache"] = run_dir / FILES["cache"]
+    atomic.write_text(files["cache"], trt_cache_text(ranges))
+    return {"file": FILES["cache"], "model": FILES["implicit"], "header": trt_cache_header(DEFAULT_CACHE_TENSORRT),
+            "tensorrt": DEFAULT_CACHE_TENSORRT, "tensors": len(ranges), "uncovered": uncovered,
+            "note": "TensorRT skips a cache whose header names another version: build_engine.sh, trtexec-cmd and "
+                    "build-engine rewrite the header for the TensorRT they run, and a bundle carries "
+                    "calib.trt<version>.cache for each JetPack's TensorRT"}
 
-    Our writer names each tensor as the graph does; the only extra tensor is the strided slice
-    inside an option-A shortcut, which holds a subset of its input's values and so its range.
+
+def _cache_ranges(model: onnx.ModelProto, amax: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """(amax of every float tensor TensorRT's ONNX parser creates for ``model``, in graph order; the
+    tensors no range can be given).
+
+    Our writer names each tensor as the graph does. The others hold the same values as a graph
+    tensor: the strided Slice of an option-A shortcut (a subset of its input), its zero Pad (adds
+    zeros: the same max), the Flatten after the classifier and the classifier's (N, K, 1, 1) output
+    before it (the logits, reshaped).
     """
-    out: dict[str, float] = {INPUT: amax[INPUT]}
-    for node in fp32_model.graph.node:
-        for name in node.output:
-            if name in amax:
-                out[name] = amax[name]
-            elif node.op_type == "Slice" and node.input[0] in amax:
-                out[name] = amax[node.input[0]]
-    return out
+    names = implicit_tensors(model)
+    out: dict[str, float] = {}
+    for name in names:
+        if name in amax:
+            out[name] = amax[name]
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    same_values = ("Slice", "Pad", "Flatten", "Reshape")
+    for _ in range(len(names)):
+        changed = False
+        for name in names:
+            if name in out:
+                continue
+            node = producers.get(name)
+            if node is not None and node.op_type in same_values and node.input[0] in out:
+                out[name] = out[node.input[0]]
+                changed = True
+                continue
+            users = consumers.get(name, [])
+            if len(users) == 1 and users[0].op_type in ("Flatten", "Reshape") and users[0].output[0] in out:
+                out[name] = out[users[0].output[0]]
+                changed = True
+        if not changed:
+            break
+    return {n: out[n] for n in names if n in out}, [n for n in names if n not in out]
 
 
 def _versions() -> dict[str, str | None]:
@@ -385,9 +444,10 @@ def _versions() -> dict[str, str | None]:
             "pillow": PIL.__version__, "opencv": opencv, "tensorrt": None}
 
 
-def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opts: ExportOptions) -> dict[str, Any]:
+def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opts: ExportOptions,
+              cache_info: dict[str, Any] | None = None) -> dict[str, Any]:
     size = ckpt.preprocessing.input_size
-    precision = {"fp32": "fp32", "fp16": "fp16", "tensorrt": "int8", "cpu": "int8"}
+    precision = {"fp32": "fp32", "fp16": "fp16", "tensorrt": "int8", "cpu": "int8", "implicit": "int8"}
     entries = {}
     for key, path in files.items():
         if key == "manifest":
@@ -395,7 +455,7 @@ def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opt
         entry: dict[str, Any] = {"sha256": atomic.sha256_file(path), "bytes": path.stat().st_size, "role": key}
         if key in precision:
             entry["precision"] = precision[key]
-        if key in ("tensorrt", "cpu"):
+        if key in ("tensorrt", "cpu", "implicit"):
             entry["target"] = key
         if key == "tensorrt":
             entry["lint"] = "clean" if not lint.get(key) else lint[key]
@@ -413,7 +473,12 @@ def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opt
             "calibration": {"method": calib.method, "requested": calib.requested or calib.method,
                             "percentile": calib.percentile, "images": calib.images,
                             "skipped": calib.skipped, "data": calib.data, "bias_correction": bool(calib.channel_mean)},
-            "models": {FILES[t]: {"target": t, "definition": INT8_DEFINITIONS[t]} for t in opts.targets},
+            "models": {FILES[t]: {"target": t, "definition": INT8_DEFINITIONS[t]}
+                       for t in (*opts.targets, "implicit")},
+            # an engine's key records its int8_mode; this says which definition (and file) it follows
+            "engines": {mode: {"model": FILES[target], "definition": target}
+                        for mode, target in ENGINE_INT8.items()},
+            "calib_cache": cache_info,
         },
         "opset": OPSET,
         "files": entries,

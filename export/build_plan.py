@@ -5,11 +5,16 @@ One pure function, ``plan_build``, decides it for both ways of building (the Pyt
 
 | TensorRT | int8 | fp16 | fp32 |
 |---|---|---|---|
-| 8.5, 8.6, 10.x | model.int8.onnx + INT8 (+FP16 for layers without INT8 kernels); with `implicit` or on DLA: model.fp32.onnx + calib.cache + INT8 + FP16 | model.fp32.onnx + FP16 | model.fp32.onnx |
+| 8.5, 8.6, 10.x | model.int8.onnx + INT8 (+FP16 for layers without INT8 kernels); with `implicit` or on DLA: model.int8.implicit.onnx + calib.cache + INT8 + FP16 | model.fp32.onnx + FP16 | model.fp32.onnx |
 | 11.x | model.int8.onnx, no flags (strongly typed) | model.fp16.onnx, no flags | model.fp32.onnx |
 
+Implicit INT8 builds from ``model.int8.implicit.onnx``: the FP32 graph with the bias-corrected
+biases of model.int8.onnx and the classifier as a 1x1 convolution, so every tensor TensorRT's ONNX
+parser creates has a range in calib.cache (a Gemm would add unnamed ones that run in FP16/FP32).
+
 TensorRT 11 removed BuilderFlag.INT8/FP16, calibrators and trtexec's --int8/--fp16/--calib, so
-nothing here ever asks for them there.
+nothing here ever asks for them there (``REMOVED_IN_11``; the conformance test checks it against
+the 11.x bindings). DLA builds are refused where no DLA exists (``edge_resnet.export.jetson``).
 """
 
 from __future__ import annotations
@@ -18,9 +23,15 @@ from dataclasses import dataclass, field
 
 from edge_resnet.errors import ConfigError
 from edge_resnet.export.engine_key import PRECISIONS, short_version, strongly_typed_only, version_tuple
+from edge_resnet.export.jetson import dla_device_refusal, dla_version_refusal
 
 # the run directory's files (edge_resnet.pipeline.FILES), by the role the build gives them
-ONNX_FILES = {"fp32": "model.fp32.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+ONNX_FILES = {"fp32": "model.fp32.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx",
+              "implicit": "model.int8.implicit.onnx"}
+# TensorRT Python names 11.0 removed (NVIDIA's 10.x -> 11.x migration guide) that 8.5-10.x builds use:
+# no plan for 11.x may reach them (tests/export/test_tensorrt_api.py checks both against the bindings)
+REMOVED_IN_11 = ("BuilderFlag.INT8", "BuilderFlag.FP16", "IInt8EntropyCalibrator2", "IBuilderConfig.int8_calibrator",
+                 "IBuilderConfig.set_calibration_profile", "NetworkDefinitionCreationFlag.EXPLICIT_BATCH")
 CALIB_CACHE = "calib.cache"
 TIMING_CACHE = "timing.cache"
 
@@ -36,7 +47,7 @@ class BuildOptions:
     workspace_mib: int | None = None
     # a DLA core (Jetson AGX/NX); layers DLA cannot run fall back to the GPU
     dla_core: int | None = None
-    # INT8 from calib.cache on the FP32 graph instead of the Q/DQ graph (DLA needs it)
+    # INT8 from calib.cache (model.int8.implicit.onnx) instead of the Q/DQ graph (DLA on 8.5-10.x needs it)
     implicit: bool = False
     # the timing cache file, read when it exists and written back after the build
     timing_cache: str | None = TIMING_CACHE
@@ -83,12 +94,17 @@ class BuildPlan:
     notes: tuple[str, ...] = field(default=())
 
 
-def plan_build(tensorrt: str, options: BuildOptions, available: set[str] | frozenset[str]) -> BuildPlan:
+def plan_build(tensorrt: str, options: BuildOptions, available: set[str] | frozenset[str], *,
+               device: str | None = None, jetpack: str | None = None) -> BuildPlan:
     """The build of ``options`` with TensorRT ``tensorrt`` from the files in ``available``.
 
+    Args:
+        device: the board or GPU name, when known: a DLA build for a board without one is refused.
+        jetpack: the JetPack release, when known (DLA with TensorRT 11 needs 7.2.2+).
+
     Raises:
-        ConfigError: a combination this TensorRT cannot build, or a file the run lacks (named,
-            with the export command that writes it).
+        ConfigError: a combination this TensorRT (or device) cannot build, or a file the run lacks
+            (named, with the export command that writes it).
     """
     options.validate()
     version = short_version(tensorrt)
@@ -98,6 +114,10 @@ def plan_build(tensorrt: str, options: BuildOptions, available: set[str] | froze
                           "upgrade JetPack or TensorRT")
     if major == 9:
         raise ConfigError(f"TensorRT {version} (a short-lived 9.x release) is not supported; use 8.5/8.6, 10.x or 11.x")
+    if options.dla_core is not None:
+        why = dla_version_refusal(version) or dla_device_refusal(device, version, jetpack)
+        if why:
+            raise ConfigError(why)
     typed = strongly_typed_only(version)
     notes: list[str] = []
     implicit = options.implicit or (options.precision == "int8" and options.dla_core is not None and not typed)
@@ -116,7 +136,7 @@ def plan_build(tensorrt: str, options: BuildOptions, available: set[str] | froze
     int8_mode = calib = None
     if options.precision == "int8":
         int8_mode = "implicit" if implicit else "qdq"
-        onnx = ONNX_FILES["fp32"] if implicit else ONNX_FILES["int8"]
+        onnx = ONNX_FILES["implicit"] if implicit else ONNX_FILES["int8"]
         calib = CALIB_CACHE if implicit else None
         if not typed:
             # FP16 lets layers without INT8 kernels run in half precision instead of FP32
@@ -132,6 +152,7 @@ def plan_build(tensorrt: str, options: BuildOptions, available: set[str] | froze
     missing = [f for f in (onnx, calib) if f is not None and f not in available]
     if missing:
         hint = {ONNX_FILES["int8"]: "edge-resnet export --int8", CALIB_CACHE: "edge-resnet export --int8",
+                ONNX_FILES["implicit"]: "edge-resnet export --int8",
                 ONNX_FILES["fp16"]: "edge-resnet export --fp16", ONNX_FILES["fp32"]: "edge-resnet export"}
         raise ConfigError(f"building {options.precision} with TensorRT {version} needs {missing[0]}, which the run "
                           f"does not have; re-export with `{hint[missing[0]]}`")

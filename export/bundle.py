@@ -5,7 +5,9 @@
   manifest.json      the run's manifest: every file below with its sha256, input, preprocessing,
                      labels, versions, the workstation's accuracy report, plus a "bundle" section
   model.fp32.onnx    model.int8.onnx    model.int8.cpu.onnx    model.fp16.onnx (those the run has)
-  calib.cache        TensorRT calibration cache (implicit INT8 / DLA builds)
+  model.int8.implicit.onnx, calib.cache   implicit INT8 / DLA builds (TensorRT 8.5-10.x)
+  calib.trt<code>.cache   calib.cache with the header of each JetPack's TensorRT (8502, 100300, ...),
+                     for trtexec --calib, DeepStream or Polygraphy by hand: TensorRT skips another's
   validation.npz     held-out samples (cropped uint8 pixels), labels and the FP32 logits for them
   build_engine.sh    the trtexec recipe for TensorRT 8.5/8.6, 10.x and 11.x
 <name>.tar.gz        the folder, regular files only, owner root, modes 0644/0755
@@ -39,20 +41,22 @@ VALIDATION = "validation.npz"
 SCRIPT = "build_engine.sh"
 MANIFEST = "manifest.json"
 # the run's files a bundle carries, by the role the export gave them
-BUNDLED_ROLES = ("fp32", "tensorrt", "cpu", "fp16", "cache")
+BUNDLED_ROLES = ("fp32", "tensorrt", "cpu", "fp16", "implicit", "cache")
 MAX_BYTES = 4 << 30
 MAX_FILES = 256
 MAX_MANIFEST_BYTES = 16 << 20
 
 
 def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, validation: Mapping[str, np.ndarray],
-                 validation_info: Mapping[str, Any], script: str) -> tuple[Path, Path]:
+                 validation_info: Mapping[str, Any], script: str,
+                 extra: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None) -> tuple[Path, Path]:
     """Write ``out_dir`` and ``out_dir``.tar.gz; returns (folder, archive).
 
     Args:
         manifest: the run's manifest as a dict (its files must have been verified by the caller).
         validation: arrays "pixels" (N, S, S, 3) uint8, "labels" (N,) and "logits" (N, K) float32.
         validation_info: what the manifest says about them (split, tolerance, ...).
+        extra: further text files: name -> (text, manifest entry without checksums).
 
     The folder is assembled in a temporary sibling and renamed into place, so an interrupted run
     leaves no half bundle under the final name. An existing bundle there is replaced; any other
@@ -86,7 +90,10 @@ def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, v
                                 logits=validation["logits"])
         (tmp / SCRIPT).write_text(script, encoding="utf-8")
         (tmp / SCRIPT).chmod(0o755)
+        for name, (text, _) in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         listed = {name: dict(files[name]) for name in files}
+        listed.update({name: dict(entry) for name, (_, entry) in (extra or {}).items()})
         listed[VALIDATION] = {"role": "validation"}
         listed[SCRIPT] = {"role": "script"}
         for name, entry in listed.items():

@@ -1,9 +1,10 @@
 """Build a serialized TensorRT engine from a run directory's (or bundle's) ONNX, on the device.
 
 ``build_engine`` follows ``edge_resnet.export.build_plan.plan_build`` for the installed TensorRT: a Q/DQ
-network with BuilderFlag.INT8 (+FP16) on 8.5/8.6/10.x, the FP32 graph with calib.cache for
-implicit INT8 (DLA), and on 11.x a strongly typed network with no precision flags at all. It
+network with BuilderFlag.INT8 (+FP16) on 8.5/8.6/10.x, model.int8.implicit.onnx with calib.cache
+for implicit INT8 (DLA), and on 11.x a strongly typed network with no precision flags at all. It
 writes the engine as plain TensorRT bytes (atomically) and the key beside it (``<engine>.json``).
+A DLA build is refused before parsing where the builder reports no such DLA core.
 
 TensorRT cannot be installed on the development machines, so this module is written against the
 documented Python API (8.5, 10.x, 11.x) and its build is covered by tests marked ``tensorrt``;
@@ -25,6 +26,7 @@ from edge_resnet import atomic
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.export.build_plan import BuildOptions, BuildPlan, plan_build
 from edge_resnet.export.engine_key import EngineKey, System, probe_system, version_code, write_sidecar
+from edge_resnet.export.jetson import dla_core_refusal
 from edge_resnet.export.trtexec import retag_cache
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,8 @@ def import_tensorrt() -> Any:
         import tensorrt
     except (ImportError, OSError) as e:
         raise EdgeResNetError(f"TensorRT's Python bindings are not importable ({e}); on a Jetson install "
-                              "python3-libnvinfer (JetPack), elsewhere `pip install tensorrt`") from None
+                              "python3-libnvinfer (JetPack's, not the PyPI wheel; docs/jetson.md), elsewhere "
+                              "pip install 'edge-resnet[tensorrt-cu12]'") from None
     return tensorrt
 
 
@@ -62,7 +65,8 @@ def plan_for(folder: Path, options: BuildOptions, system: System, listed: set[st
     if system.tensorrt is None:
         import_tensorrt()  # raises with the install hint
     available = {p.name for p in folder.iterdir() if p.is_file()}
-    return plan_build(system.tensorrt, options, available if listed is None else available & listed)
+    return plan_build(system.tensorrt, options, available if listed is None else available & listed,
+                      device=system.gpu, jetpack=system.jetpack)
 
 
 def build_engine(folder: str | Path, options: BuildOptions, input_name: str, chw: Sequence[int],
@@ -128,6 +132,11 @@ class _heartbeat:
 def _build(trt: Any, folder: Path, plan: BuildPlan, input_name: str, chw: Sequence[int]) -> tuple[bytes, bytes | None]:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
+    if plan.dla_core is not None:
+        # before minutes of parsing and building: TensorRT itself would fail late, naming the workspace
+        why = dla_core_refusal(plan.dla_core, int(builder.num_DLA_cores))
+        if why:
+            raise EdgeResNetError(why)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if plan.explicit_batch_flag else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -163,17 +172,8 @@ def _build(trt: Any, folder: Path, plan: BuildPlan, input_name: str, chw: Sequen
     cache = None
     if plan.timing_cache:
         path = folder / plan.timing_cache
-        cache = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
-        # a cache from another TensorRT/GPU (a bundle folder copied between devices) is refused by
-        # TensorRT rather than trusted; the build then times every tactic afresh
-        if not config.set_timing_cache(cache, ignore_mismatch=False):
-            log.warning("%s was made by another TensorRT or GPU; building without it", plan.timing_cache)
-            cache = config.create_timing_cache(b"")
-            if not config.set_timing_cache(cache, ignore_mismatch=False):
-                cache = None
-    monitor = _progress_monitor(trt)
-    if monitor is not None:
-        config.progress_monitor = monitor
+        cache = attach_timing_cache(config, path.read_bytes() if path.is_file() else b"", plan.timing_cache)
+    monitor = _attach_progress_monitor(trt, config)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -186,8 +186,26 @@ def _build(trt: Any, folder: Path, plan: BuildPlan, input_name: str, chw: Sequen
             timing = bytes(updated.serialize()) if updated is not None else None
         except Exception as e:  # noqa: BLE001 - TensorRT raises its own RuntimeError subclasses
             log.warning("could not save the timing cache (%s); the engine is fine", e)
-    del calibrator  # TensorRT holds a reference only until the build returns
+    del calibrator, monitor  # TensorRT holds references only until the build returns
     return bytes(serialized), timing
+
+
+def attach_timing_cache(config: Any, data: bytes, name: str) -> Any:
+    """Give ``config`` a timing cache made from ``data``; returns the cache, or None without one.
+
+    ``create_timing_cache`` returns None for bytes it cannot read (a corrupt or foreign file) and
+    ``set_timing_cache`` refuses a cache made by another TensorRT or GPU; either way the build goes on
+    from an empty cache, as trtexec does (samples/utils/timingCache.cpp checks the None first).
+    """
+    for attempt in (data, b"") if data else (b"",):
+        cache = config.create_timing_cache(attempt)
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache
+        if attempt:
+            log.warning("%s cannot be used (corrupt, or made by another TensorRT or GPU); building without it",
+                        name)
+    log.warning("TensorRT could not create a timing cache; building without one")
+    return None
 
 
 def _cache_calibrator(trt: Any, cache: bytes, batch: int) -> Any:
@@ -214,8 +232,9 @@ def _cache_calibrator(trt: Any, cache: bytes, batch: int) -> Any:
     return CacheCalibrator()
 
 
-def _progress_monitor(trt: Any) -> Any:
-    """Phase lines with elapsed time (TensorRT 10+: IProgressMonitor); None where it does not exist."""
+def _attach_progress_monitor(trt: Any, config: Any) -> Any:
+    """Phase lines with elapsed time while the builder works (TensorRT 10+: IProgressMonitor); returns
+    the monitor, which the caller keeps alive until the build returns (None before 10)."""
     base = getattr(trt, "IProgressMonitor", None)
     if base is None:
         return None
@@ -235,4 +254,6 @@ def _progress_monitor(trt: Any) -> Any:
         def phase_finish(self, phase_name: str) -> None:
             return None
 
-    return Progress()
+    monitor = Progress()
+    config.progress_monitor = monitor
+    return monitor

@@ -196,7 +196,7 @@ class EngineKey:
     def for_system(cls, system: System, **build: Any) -> EngineKey:
         if system.tensorrt is None:
             raise EdgeResNetError("TensorRT is not installed here; build engines on the device that runs them "
-                                  "(JetPack ships it; elsewhere `pip install tensorrt`)")
+                                  "(JetPack ships it; elsewhere pip install 'edge-resnet[tensorrt-cu12]')")
         return cls(gpu=system.gpu, compute_capability=system.compute_capability, tensorrt=system.tensorrt,
                    jetpack=system.jetpack, l4t=system.l4t, **build)
 

@@ -75,7 +75,7 @@ def _stored_weight(q: np.ndarray, target: str) -> tuple[np.ndarray, int]:
 def _weight_input(w: _Writer, node: Node, plan: QuantPlan | None) -> str:
     prefix = node.target or node.name
     module = node.module
-    if plan is None:
+    if plan is None or node.name not in plan.weights:
         return w.weight(f"{prefix}.weight", module.weight.detach().cpu().numpy())
     wq = plan.weights[node.name]
     q_stored, zero_point = _stored_weight(wq.q, plan.target)
@@ -183,6 +183,76 @@ def build_onnx(graph: Graph, *, input_size: int, precision: str = "fp32",
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def build_implicit_onnx(graph: Graph, *, input_size: int, plan: QuantPlan) -> onnx.ModelProto:
+    """The FP32 graph TensorRT's implicit INT8 builds from, with calib.cache (DLA on 8.5-10.x).
+
+    It carries ``plan``'s bias-corrected biases, so the engine starts from the same corrected model as
+    model.int8.onnx; the weights stay float (TensorRT quantizes them per output channel itself, from
+    their max, as the plan does). The classifier is written as a 1x1 convolution on the pooled
+    (N, C, 1, 1) map, then a Flatten: TensorRT's ONNX parser makes a Gemm into a constant, a matrix
+    multiply, a reshaped bias and an add whose tensors get generated names ("(Unnamed Layer* 57)
+    [Matrix Multiply]_output") that no calibration cache written beforehand can name, so the FC would
+    run outside INT8 (onnx-tensorrt builtin_op_importers.cpp, Gemm, 8.5-GA and 10.1-GA). A Conv with
+    initializer weights becomes one convolution layer whose output is the node's own, named tensor.
+    """
+    inner = QuantPlan(target=plan.target, biases=dict(plan.biases))  # biases only: no Q/DQ, float weights
+    w = _Writer(np.float32)
+    current: dict[str, str] = {}
+    pooled: set[str] = set()  # Flatten nodes left out: their consumer reads the (N, C, 1, 1) map
+    for node in graph:
+        if node.op == "input":
+            current[node.name] = INPUT
+            continue
+        args = [current[i] for i in node.inputs]
+        if node.op == "flatten" and graph[node.inputs[0]].op == "avgpool":
+            pooled.add(node.name)
+            current[node.name] = args[0]
+        elif node.op == "linear":
+            if node.inputs[0] not in pooled:
+                raise ValueError(f"{node.name}: the classifier must follow global average pooling to be written "
+                                 "as a 1x1 convolution")
+            current[node.name] = _fc_as_conv(w, node, args[0], inner)
+        else:
+            _emit(w, node, args, node.name, inner)
+            current[node.name] = node.name
+    if current[OUTPUT] != OUTPUT:
+        raise ValueError("the network's output must be the classifier's")
+    num_classes = int(graph[OUTPUT].module.out_features)
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, input_size, input_size])]
+    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", num_classes])]
+    g = helper.make_graph(w.nodes, "edge-resnet-implicit-int8", inputs, outputs, list(w.inits.values()))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="edge-resnet", producer_version=__version__)
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _fc_as_conv(w: _Writer, node: Node, pooled: str, plan: QuantPlan) -> str:
+    m = node.module
+    assert isinstance(m, nn.Linear)
+    name = node.target or node.name
+    weight = m.weight.detach().cpu().numpy().reshape(m.out_features, m.in_features, 1, 1)
+    inputs = [pooled, w.weight(f"{name}.weight", weight), *_bias_input(w, node, plan)]
+    conv_out = w.node("Conv", inputs, f"{node.name}_nchw", f"{name}_as_conv", kernel_shape=[1, 1])
+    return w.node("Flatten", [conv_out], node.name, f"{name}_flatten", axis=1)
+
+
+def implicit_tensors(model: onnx.ModelProto) -> list[str]:
+    """The float tensors TensorRT's ONNX parser creates for ``model`` that a calibration cache must name
+    for every layer to run INT8: the input and each node's outputs, in graph order.
+
+    Raises:
+        ValueError: a node the parser expands into tensors with generated names (Gemm, MatMul), which no
+            cache can cover.
+    """
+    unnamed = [n.name or n.op_type for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
+    if unnamed:
+        raise ValueError(f"{', '.join(unnamed)}: TensorRT's parser expands these into unnamed tensors that a "
+                         "calibration cache cannot cover")
+    return [model.graph.input[0].name] + [o for n in model.graph.node for o in n.output]
 
 
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> None:

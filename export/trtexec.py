@@ -7,11 +7,14 @@ names the engine by its key (``edge_resnet.export.engine_key.engine_filename``, 
 writes the key beside it. ``edge-resnet trtexec-cmd`` prints the lines for a version given on the
 command line, so everything here is testable without TensorRT.
 
-Flags by version (NVIDIA's migration guides): 8.5/8.6/10.x build a Q/DQ graph with
-``--int8 --fp16``; 11.x takes no precision flags at all (strongly typed). DLA adds
-``--useDLACore=N --allowGPUFallback``, and on 8.x/10.x DLA INT8 builds the FP32 graph with
-``--int8 --calib=<cache>``. ``--memPoolSize=workspace:N`` (MiB) replaced ``--workspace`` (8.4+);
-``--builderOptimizationLevel`` exists from 8.6. ``--skipInference`` stops after the build.
+Flags by version, as each version's ``samples/common/sampleOptions.cpp`` parses them (the option
+sets are recorded in tests/fixtures/tensorrt/trtexec and a per-version stand-in refuses anything
+else, as trtexec does): 8.5/8.6/10.x build a Q/DQ graph with ``--int8 --fp16``; 11.x takes no
+precision flags at all (strongly typed). DLA adds ``--useDLACore=N --allowGPUFallback``, and on
+8.x/10.x DLA INT8 builds model.int8.implicit.onnx with ``--int8 --calib=<cache>``.
+``--memPoolSize=workspace:N`` (MiB) replaced ``--workspace`` (8.4+); ``--builderOptimizationLevel``
+exists from 8.6. Stopping after the build is ``--buildOnly`` in 8.5, either spelling in 8.6, and
+``--skipInference`` only from 10.0.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from dataclasses import replace
 
 from edge_resnet import __version__
 from edge_resnet.export.build_plan import BuildOptions, BuildPlan, plan_build
-from edge_resnet.export.engine_key import engine_filename, version_code
+from edge_resnet.export.engine_key import engine_filename, version_code, version_tuple
+from edge_resnet.export.jetson import DLA_JETPACK_11, FIRST_11X_DLA, LAST_10X_DLA, NO_DLA_BOARDS, dla_device_refusal, dla_version_refusal
 
 TRTEXEC_JETPACK = "/usr/src/tensorrt/bin/trtexec"
 FLAG_ARGS = {"INT8": "--int8", "FP16": "--fp16", "GPU_FALLBACK": "--allowGPUFallback"}
@@ -42,6 +46,11 @@ def retag_cache(text: str, code: int) -> str:
     if len(parts) != 3 or parts[0] != "TRT":
         raise ValueError(f"not a TensorRT calibration cache header: {first!r}")
     return f"TRT-{code}-{parts[2]}\n{rest}"
+
+
+def build_only_flag(tensorrt: str) -> str:
+    """trtexec's "exit after the build" option: 8.5 knows only --buildOnly, 10+ only --skipInference."""
+    return "--buildOnly" if version_tuple(tensorrt)[:2] < (8, 6) else "--skipInference"
 
 
 def shape_arg(input_name: str, batch: int, chw: Sequence[int]) -> str:
@@ -73,7 +82,7 @@ def trtexec_args(plan: BuildPlan, input_name: str, chw: Sequence[int], engine: s
         args.append(f"--timingCacheFile={plan.timing_cache}")
     if plan.opt_level is not None:
         args.append(f"--builderOptimizationLevel={plan.opt_level}")
-    args.append("--skipInference")
+    args.append(build_only_flag(plan.tensorrt))
     return args
 
 
@@ -132,7 +141,33 @@ def build_script(options: BuildOptions, available: set[str], input_name: str, ch
     default_dla = "" if options.dla_core is None else str(options.dla_core)
     return _SCRIPT.format(
         version=__version__, model=model_name, precision=options.precision, dla=default_dla,
-        implicit_suffix="-implicit", cases="\n".join(cases), jetpack_trtexec=TRTEXEC_JETPACK)
+        implicit_suffix="-implicit", cases="\n".join(cases), jetpack_trtexec=TRTEXEC_JETPACK,
+        dla_checks=_dla_checks())
+
+
+def _dla_checks() -> str:
+    """Shell lines refusing a DLA build where none exists: the rules and words of ``edge_resnet.export.jetson``,
+    with the version the script read from trtexec in place of the example one."""
+    def script_words(text: str) -> str:  # the script takes the core as its second argument
+        return text.replace("drop --dla", "drop the DLA core argument")
+
+    def said(example: str) -> str:
+        return shlex.quote(script_words(dla_version_refusal(example))).replace(example, "'\"$VERSION\"'")
+
+    last_minor = LAST_10X_DLA[1]
+    jp = ".".join(map(str, DLA_JETPACK_11))
+    old_jetpack = shlex.quote(script_words(dla_device_refusal(None, "11.4.1", "7.1"))).replace(
+        "11.4.1", "'\"$VERSION\"'").replace("JetPack 7.1", "JetPack '\"$JETPACK\"'")
+    lines = [f'  if [ "$FAMILY" = 10 ] && [ "$MINOR" -gt {last_minor} ]; then fail {said(f"10.{last_minor + 1}.0")}; fi',
+             f'  if [ "$FAMILY" = 11 ] && {{ [ "$MINOR" -lt {FIRST_11X_DLA[1]} ] || {{ [ "$MINOR" -eq {FIRST_11X_DLA[1]} ] '
+             f'&& [ "$PATCH" -lt {FIRST_11X_DLA[2]} ]; }}; }}; then fail {said("11.0.0")}; fi',
+             '  if [ "$FAMILY" = 11 ] && [ -n "$JETPACK" ] && '
+             f'[ "$(printf \'%s\\n\' {jp} "$JETPACK" | sort -V | head -n 1)" != {jp} ]; then fail {old_jetpack}; fi',
+             '  case "$(printf \'%s\' "$GPU" | tr \'A-Z\' \'a-z\')" in']
+    for key in NO_DLA_BOARDS:
+        lines.append(f"    *{shlex.quote(key)}*) fail {shlex.quote(script_words(dla_device_refusal(key, '10.3.0')))} ;;")
+    lines.append("  esac")
+    return "\n".join(lines)
 
 
 _SCRIPT = r"""#!/usr/bin/env bash
@@ -164,7 +199,8 @@ if [ "$CODE" -ge 10000 ]; then MAJOR=$((CODE / 10000)); REST=$((CODE % 10000)); 
 MINOR=$((REST / 100)); PATCH=$((REST % 100)); VERSION="$MAJOR.$MINOR.$PATCH"
 if [ "$MAJOR" -lt 8 ] || {{ [ "$MAJOR" -eq 8 ] && [ "$MINOR" -lt 5 ]; }}; then fail "TensorRT $VERSION is older than 8.5 (JetPack 5.1); upgrade it"; fi
 if [ "$MAJOR" -ge 11 ]; then FAMILY=11; elif [ "$MAJOR" -ge 10 ]; then FAMILY=10; elif [ "$MAJOR" -eq 9 ]; then fail "TensorRT 9 is not supported; use 8.5+, 10.x or 11.x"; else FAMILY=8; fi
-OPT_LEVEL_UNSUPPORTED=""; [ "$FAMILY" != 8 ] || [ "$MINOR" -ge 6 ] || OPT_LEVEL_UNSUPPORTED=1
+# 8.5 lacks what 8.6 added: --builderOptimizationLevel, and --skipInference (8.5 says --buildOnly)
+TRT85=""; [ "$FAMILY" != 8 ] || [ "$MINOR" -ge 6 ] || TRT85=1
 
 # the device: a Jetson names itself in the device tree, other machines through nvidia-smi
 L4T=""; JETPACK=""; GPU=""; CC=""
@@ -181,6 +217,9 @@ SLUG="$(printf '%s' "$GPU" | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/-/g; s/^-+//;
 [ -n "$SLUG" ] || SLUG=unknown-gpu
 
 TARGET="gpu"; [ -z "$DLA_CORE" ] || TARGET="dla"
+if [ -n "$DLA_CORE" ]; then
+{dla_checks}
+fi
 ARGS=(); ONNX=""; MODE=""; NEED_CACHE=0; BATCH=""; BATCH_LIST=""
 case "$FAMILY:$PRECISION:$TARGET" in
 {cases}
@@ -199,7 +238,8 @@ for i in "${{!ARGS[@]}}"; do
   case "${{ARGS[$i]}}" in
     --saveEngine=@ENGINE@) ARGS[$i]="--saveEngine=$ENGINE" ;;
     --calib=@CACHE@) ARGS[$i]="--calib=$CACHE" ;;
-    --builderOptimizationLevel=*) [ -z "$OPT_LEVEL_UNSUPPORTED" ] || unset 'ARGS[i]' ;;  # 8.6+ only
+    --builderOptimizationLevel=*) [ -z "$TRT85" ] || unset 'ARGS[i]' ;;  # 8.6+ only
+    --skipInference) [ -z "$TRT85" ] || ARGS[$i]=--buildOnly ;;
   esac
 done
 echo "building $ENGINE with TensorRT $VERSION ($PRECISION${{DLA_CORE:+ on DLA $DLA_CORE}})"

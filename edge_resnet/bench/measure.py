@@ -90,7 +90,11 @@ def build_backend(kind: str, path: Path, providers: list[str] | None, threads: i
             from edge_resnet.runtime.tensorrt_backend import TensorRTBackend
         except ImportError as e:
             raise EdgeResNetError(f"the TensorRT backend cannot be imported ({e})") from None
-        return TensorRTBackend(path)
+        from edge_resnet.export.engine_key import read_sidecar
+
+        # a DLA engine runs only on the core it was built for: the runtime's default would not place it
+        key = read_sidecar(path)
+        return TensorRTBackend(path, dla_core=key.dla_core if key is not None else None)
     from edge_resnet.runtime.backends import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(path, providers=providers, threads=threads)

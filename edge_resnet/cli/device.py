@@ -119,8 +119,8 @@ def cmd_trtexec(args: argparse.Namespace) -> int:
     from edge_resnet.export.trtexec import command_line
 
     manifest = load_manifest(args.run)
-    plan = plan_build(args.trt, build_options(args), set(manifest.files))
     gpu = args.gpu if args.gpu is not None else probe_system().gpu
+    plan = plan_build(args.trt, build_options(args), set(manifest.files), device=gpu)
     for note in plan.notes:
         print(f"# {note}")
     print(f"# TensorRT {plan.tensorrt}: {plan.precision} from {plan.onnx}" + (
@@ -139,7 +139,8 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dla", type=int, default=None, metavar="CORE",
                    help="build for this DLA core with GPU fallback (Jetson AGX/NX)")
     p.add_argument("--implicit", action="store_true",
-                   help="INT8 from calib.cache on the FP32 graph (TensorRT 8.5-10.x; DLA INT8 does this anyway)")
+                   help="INT8 from calib.cache (model.int8.implicit.onnx; TensorRT 8.5-10.x; DLA INT8 does this "
+                        "anyway)")
     p.add_argument("--timing-cache", default="timing.cache", help="timing cache file, reused and updated "
                                                                   "(default: %(default)s in the bundle)")
     p.add_argument("--opt-level", type=int, default=None, help="builder optimization level 0-5 (TensorRT 8.6+)")

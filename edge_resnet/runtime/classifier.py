@@ -215,8 +215,8 @@ def _engine_backend(manifest: Manifest, precision: str, required: bool) -> Any:
         return None
 
     if tensorrt_version() is None:
-        return fail_or_none("TensorRT is not importable here (install python3-libnvinfer on JetPack, or "
-                            "`pip install tensorrt`)")
+        return fail_or_none("TensorRT is not importable here (install python3-libnvinfer on JetPack, see "
+                            "docs/jetson.md; elsewhere pip install 'edge-resnet[tensorrt-cu12]')")
     if not any(manifest.run_dir.glob("*.engine")):
         return fail_or_none(f"{manifest.run_dir} has no TensorRT engine; build one with "
                             f"`edge-resnet build-engine {manifest.run_dir} --precision {precision}`")

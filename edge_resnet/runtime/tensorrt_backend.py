@@ -12,8 +12,10 @@ back (data transfers included, no CUDA graph): ``settings`` says so, and benchma
 because trtexec 10 and 11 default differently. Batches larger than the engine's profile run in
 pieces of its maximum; smaller ones are padded up to its minimum.
 
-Needs ``tensorrt`` and ``cuda-python`` (the ``tensorrt`` extra, or JetPack's packages);
-importing this module needs neither.
+Needs ``tensorrt`` (on a Jetson JetPack's python3-libnvinfer, never the PyPI wheel) and
+``cuda-python`` pinned to the driver's CUDA major (the ``jetpack5``/``jetpack6``/``jetpack7`` extras;
+docs/jetson.md): a cuda-python newer than the driver fails at the first CUDA call, and that is
+said as such here rather than blamed on the GPU. Importing this module needs neither.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def tensorrt_version() -> str | None:
     return str(tensorrt.__version__)
 
 
+INSTALL_HINT = ("install the cuda-python pinned to your JetPack: pip install 'edge-resnet[jetpack6]' (JetPack 6), "
+                "'edge-resnet[jetpack7]' (JetPack 7); see docs/jetson.md")
+CUDA_ERROR_INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver
+
+
 def _cudart() -> Any:
     try:
         from cuda.bindings import runtime as cudart
@@ -46,16 +53,57 @@ def _cudart() -> Any:
         try:
             from cuda import cudart  # cuda-python before 12.6
         except ImportError:
-            raise EdgeResNetError("cuda-python is not installed; `pip install cuda-python` (or install the "
-                                  "`tensorrt` extra: pip install 'edge-resnet[tensorrt]')") from None
+            raise EdgeResNetError(f"cuda-python is not installed; {INSTALL_HINT}") from None
     return cudart
+
+
+def cuda_python_version() -> str | None:
+    """The installed CUDA Python bindings' version (cuda-bindings, or cuda-python before 12.8)."""
+    from importlib import metadata
+
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def cuda_python_refusal(bindings: str | None, driver: int) -> str | None:
+    """Why cuda-python ``bindings`` cannot run on a driver reporting CUDA ``driver`` (cudaDriverGetVersion:
+    12060 is 12.6); None when it can or either is unknown. cuda-python follows the CUDA major it was
+    built for and needs a driver of that major (cuda-bindings 13 needs driver 580+); within a major,
+    CUDA's minor-version compatibility applies."""
+    if not bindings or driver <= 0:
+        return None
+    major = int(bindings.split(".")[0])
+    driver_major, driver_minor = driver // 1000, driver % 1000 // 10
+    if major <= driver_major:
+        return None
+    return (f"cuda-python {bindings} is built for CUDA {major}, but this driver supports CUDA "
+            f"{driver_major}.{driver_minor}; pip install 'cuda-python>={driver_major},<{driver_major + 1}' "
+            f"(or {INSTALL_HINT.split(': ', 1)[1]})")
 
 
 def _check(result: Any, what: str) -> Any:
     err, *rest = result if isinstance(result, tuple) else (result,)
+    if int(err) == CUDA_ERROR_INSUFFICIENT_DRIVER:
+        raise EdgeResNetError(f"CUDA {what} failed: the driver is older than cuda-python {cuda_python_version()} "
+                              f"needs; {INSTALL_HINT}")
     if int(err) != 0:
         raise EdgeResNetError(f"CUDA {what} failed ({err}); is a GPU present and the driver loaded?")
     return rest[0] if len(rest) == 1 else tuple(rest)
+
+
+def _check_cuda_python(cudart: Any) -> None:
+    """Refuse a cuda-python newer than the driver before its first real call fails obscurely."""
+    try:
+        err, driver = cudart.cudaDriverGetVersion()
+    except Exception:  # noqa: BLE001 - no driver library at all: cudaSetDevice reports it next
+        return
+    why = cuda_python_refusal(cuda_python_version(), int(driver) if int(err) == 0 else 0)
+    if why:
+        raise EdgeResNetError(why)
 
 
 class _Buffer:
@@ -94,12 +142,14 @@ class TensorRTBackend:
         try:
             import tensorrt as trt
         except (ImportError, OSError) as e:
-            raise EdgeResNetError(f"TensorRT is not importable ({e}); install python3-libnvinfer (JetPack) or "
-                                  "`pip install tensorrt`, or use the ONNX Runtime backend") from None
+            raise EdgeResNetError(f"TensorRT is not importable ({e}); on a Jetson install python3-libnvinfer "
+                                  "(JetPack's, not the PyPI wheel), elsewhere pip install 'edge-resnet[tensorrt-cu12]'; "
+                                  "or use the ONNX Runtime backend") from None
         self.trt, self.cudart = trt, _cudart()
         self.path = Path(path)
         if not self.path.is_file():
             raise EdgeResNetError(f"no engine file at {self.path}; build one with `edge-resnet build-engine`")
+        _check_cuda_python(self.cudart)
         _check(self.cudart.cudaSetDevice(device), "cudaSetDevice")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
