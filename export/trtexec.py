@@ -30,6 +30,8 @@ from edge_resnet.export.jetson import DLA_JETPACK_11, FIRST_11X_DLA, LAST_10X_DL
 
 TRTEXEC_JETPACK = "/usr/src/tensorrt/bin/trtexec"
 FLAG_ARGS = {"INT8": "--int8", "FP16": "--fp16", "GPU_FALLBACK": "--allowGPUFallback"}
+# trtexec options 11.0 removed (NVIDIA's trtexec 10.x -> 11.x migration page): never emitted for 11.x
+REMOVED_IN_11_TRTEXEC = ("--int8", "--fp16", "--best", "--calib")
 # the TensorRT versions build_engine.sh carries lines for; each stands for its family
 SCRIPT_FAMILIES = {"8": "8.6.0", "10": "10.3.0", "11": "11.4.1"}
 

@@ -287,9 +287,9 @@ LINE = re.compile(r"^(\S+): ([0-9a-f]{8})$")
 
 def test_trt_cache_format_and_round_trip(calibs: list[Calibration]) -> None:
     amax = calibs[METHODS.index("entropy")].amax
-    text = trt_cache_text(amax, "8.5")
+    text = trt_cache_text(amax, "8.5.2")
     lines = text.splitlines()
-    assert lines[0] == "TRT-8501-EntropyCalibration2"
+    assert lines[0] == "TRT-8502-EntropyCalibration2"
     assert text.endswith("\n") and len(lines) == 1 + len(amax)
     for ln in lines[1:]:
         assert LINE.match(ln), ln
@@ -307,15 +307,22 @@ def test_trt_cache_known_answers() -> None:
     assert trt_scale_hex(127.0) == "3f800000"
     assert trt_scale_hex(254.0) == "40000000"
     assert trt_scale_hex(63.5) == "3f000000"
+    # the default header names JetPack 5.1.x's TensorRT, 8.5.2 (TensorRT skips a cache of another version)
     assert trt_cache_text({"input": 127.0, "conv1": 254.0}) == (
-        "TRT-8501-EntropyCalibration2\ninput: 3f800000\nconv1: 40000000\n")
+        "TRT-8502-EntropyCalibration2\ninput: 3f800000\nconv1: 40000000\n")
     assert trt_cache_text({"x": 127.0}, "10.3").splitlines()[0] == "TRT-100300-EntropyCalibration2"
+    assert trt_cache_text({"x": 127.0}, "10.13.3.9").splitlines()[0] == "TRT-101303-EntropyCalibration2"
+    assert trt_cache_text({"x": 127.0}, "8.6.2").splitlines()[0] == "TRT-8602-EntropyCalibration2"
     assert read_trt_cache("TRT-8501-EntropyCalibration2\ninput: 3f800000\n")[1] == {"input": 1.0}
 
 
 def test_trt_cache_unknown_version() -> None:
     with pytest.raises(ValueError, match="unknown TensorRT version '7.1'"):
         trt_cache_text({"input": 1.0}, "7.1")
+    with pytest.raises(ValueError, match="implicit INT8 is 8.5-10.x"):
+        trt_cache_text({"input": 1.0}, "11.4.1")  # 11 removed calibration caches
+    with pytest.raises(ValueError, match="MAJOR.MINOR"):
+        trt_cache_text({"input": 1.0}, "ten")
 
 
 def test_read_trt_cache_refuses_other_files() -> None:

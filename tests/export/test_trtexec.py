@@ -27,32 +27,39 @@ def _args(trt: str, **options) -> list[str]:
 SHAPES = ["--minShapes=input:1x3x32x32", "--optShapes=input:1x3x32x32", "--maxShapes=input:32x3x32x32"]
 
 
+def _stop(trt: str) -> str:
+    """8.5's trtexec has only --buildOnly (sampleOptions.cpp at 8.5.2), 10+ only --skipInference."""
+    return "--buildOnly" if trt.startswith("8.5") else "--skipInference"
+
+
 @pytest.mark.parametrize("trt", ["8.5.2", "8.6.1", "10.3.0", "10.13.0"])
 def test_weakly_typed_int8_is_the_qdq_graph_with_int8_and_fp16(trt: str) -> None:
+    stop = _stop(trt)
     assert _args(trt) == ["--onnx=model.int8.onnx", "--saveEngine=E.engine", *SHAPES, "--int8", "--fp16",
-                          "--timingCacheFile=timing.cache", "--skipInference"]
+                          "--timingCacheFile=timing.cache", stop]
     assert _args(trt, precision="fp16") == ["--onnx=model.fp32.onnx", "--saveEngine=E.engine", *SHAPES, "--fp16",
-                                            "--timingCacheFile=timing.cache", "--skipInference"]
+                                            "--timingCacheFile=timing.cache", stop]
     assert _args(trt, precision="fp32") == ["--onnx=model.fp32.onnx", "--saveEngine=E.engine", *SHAPES,
-                                            "--timingCacheFile=timing.cache", "--skipInference"]
+                                            "--timingCacheFile=timing.cache", stop]
 
 
-@pytest.mark.parametrize("trt", ["8.5.2", "8.6.1", "10.3.0"])
+@pytest.mark.parametrize("trt", ["8.5.2", "8.6.1", "10.3.0", "10.7.0"])
 def test_weakly_typed_dla_int8_is_implicit_from_the_cache(trt: str) -> None:
-    """DLA on 8.x/10.x: the FP32 graph, --int8 --calib=<cache>, --useDLACore=N --allowGPUFallback, a fixed
-    batch (the profile's opt)."""
+    """DLA on 8.x/10.x (up to 10.7): model.int8.implicit.onnx, --int8 --calib=<cache>, --useDLACore=N
+    --allowGPUFallback, a fixed batch (the profile's opt)."""
+    stop = _stop(trt)
     assert _args(trt, dla_core=1, batch=(1, 2, 8)) == [
-        "--onnx=model.fp32.onnx", "--saveEngine=E.engine", "--minShapes=input:2x3x32x32",
+        "--onnx=model.int8.implicit.onnx", "--saveEngine=E.engine", "--minShapes=input:2x3x32x32",
         "--optShapes=input:2x3x32x32", "--maxShapes=input:2x3x32x32", "--int8", "--fp16", "--calib=calib.cache",
-        "--useDLACore=1", "--allowGPUFallback", "--timingCacheFile=timing.cache", "--skipInference"]
+        "--useDLACore=1", "--allowGPUFallback", "--timingCacheFile=timing.cache", stop]
     assert _args(trt, precision="fp16", dla_core=0, batch=(1, 1, 1)) == [
         "--onnx=model.fp32.onnx", "--saveEngine=E.engine", "--minShapes=input:1x3x32x32",
         "--optShapes=input:1x3x32x32", "--maxShapes=input:1x3x32x32", "--fp16", "--useDLACore=0",
-        "--allowGPUFallback", "--timingCacheFile=timing.cache", "--skipInference"]
+        "--allowGPUFallback", "--timingCacheFile=timing.cache", stop]
     # implicit INT8 on the GPU
     plan = plan_build(trt, BuildOptions(implicit=True), ALL)
     assert trtexec_args(plan, "input", CHW, "E.engine", calib_cache="calib.trt8502.cache")[:7] == [
-        "--onnx=model.fp32.onnx", "--saveEngine=E.engine", *SHAPES, "--int8", "--fp16"]
+        "--onnx=model.int8.implicit.onnx", "--saveEngine=E.engine", *SHAPES, "--int8", "--fp16"]
     assert "--calib=calib.trt8502.cache" in trtexec_args(plan, "input", CHW, "E.engine", "calib.trt8502.cache")
 
 
@@ -62,14 +69,15 @@ def test_strongly_typed_versions_take_no_precision_flags(trt: str) -> None:
                           "--timingCacheFile=timing.cache", "--skipInference"]
     assert _args(trt, precision="fp16")[0] == "--onnx=model.fp16.onnx"
     assert _args(trt, precision="fp32")[0] == "--onnx=model.fp32.onnx"
-    # DLA: a fixed batch (the profile's opt), the Q/DQ graph, no calibration cache
-    assert _args(trt, dla_core=0, batch=(1, 4, 8)) == [
-        "--onnx=model.int8.onnx", "--saveEngine=E.engine", "--minShapes=input:4x3x32x32",
-        "--optShapes=input:4x3x32x32", "--maxShapes=input:4x3x32x32", "--useDLACore=0", "--allowGPUFallback",
-        "--timingCacheFile=timing.cache", "--skipInference"]
+    # DLA (11.4.1+): a fixed batch (the profile's opt), the Q/DQ graph, no calibration cache
+    if trt == "11.4.1":
+        assert _args(trt, dla_core=0, batch=(1, 4, 8)) == [
+            "--onnx=model.int8.onnx", "--saveEngine=E.engine", "--minShapes=input:4x3x32x32",
+            "--optShapes=input:4x3x32x32", "--maxShapes=input:4x3x32x32", "--useDLACore=0", "--allowGPUFallback",
+            "--timingCacheFile=timing.cache", "--skipInference"]
     # never, in any combination the plan accepts
     for precision in ("int8", "fp16", "fp32"):
-        for dla in (None, 0, 1):
+        for dla in (None, 0, 1) if trt == "11.4.1" else (None,):
             if dla is not None and precision == "fp32":
                 continue
             for extra in ({}, {"workspace_mib": 64, "opt_level": 2, "batch": (2, 4, 8)}):
@@ -83,6 +91,7 @@ def test_workspace_opt_level_and_timing_cache() -> None:
                     "--optShapes=input:8x3x32x32", "--maxShapes=input:64x3x32x32", "--int8", "--fp16",
                     "--memPoolSize=workspace:1024", "--timingCacheFile=cache/t.bin", "--builderOptimizationLevel=4",
                     "--skipInference"]
+    assert _args("8.5.2", opt_level=4)[-1] == "--buildOnly"
     # 8.5 has no builder optimization level: the flag is dropped, not passed to a trtexec that rejects it
     assert not any(a.startswith("--builderOptimizationLevel") for a in _args("8.5.2", opt_level=4))
     assert "--builderOptimizationLevel=4" in _args("8.6.1", opt_level=4)
@@ -119,22 +128,23 @@ def _printed_command(stdout: str) -> list[str]:
     ("8.6", ["--opt-level", "2"], "model.int8.onnx", ["--int8", "--fp16"]),
     ("10.3", [], "model.int8.onnx", ["--int8", "--fp16"]),
     ("10.3", ["--precision", "fp16"], "model.fp32.onnx", ["--fp16"]),
-    ("10.3", ["--dla", "0"], "model.fp32.onnx", ["--int8", "--fp16", "--calib=calib.trt100300.cache",
-                                                 "--useDLACore=0", "--allowGPUFallback"]),
+    ("10.3", ["--dla", "0"], "model.int8.implicit.onnx", ["--int8", "--fp16", "--calib=calib.trt100300.cache",
+                                                          "--useDLACore=0", "--allowGPUFallback"]),
     ("11.4", [], "model.int8.onnx", []),
     ("11.4", ["--precision", "fp16"], "model.fp16.onnx", []),
-    ("11.4", ["--dla", "1"], "model.int8.onnx", ["--useDLACore=1", "--allowGPUFallback"]),
+    ("11.4.1", ["--dla", "1"], "model.int8.onnx", ["--useDLACore=1", "--allowGPUFallback"]),
 ])
 def test_trtexec_cmd_prints_the_recipe(engine_run: Path, trt: str, extra: list[str], onnx: str, flags: list[str],
                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    rc, out, err = run_cli("trtexec-cmd", str(engine_run), "--trt", trt, "--gpu", "Jetson Orin Nano", *extra)
+    rc, out, err = run_cli("trtexec-cmd", str(engine_run), "--trt", trt, "--gpu", "Jetson AGX Orin", *extra)
     assert rc == 0, err
     argv = _printed_command(out)
     assert argv[0] == "trtexec" and argv[1] == f"--onnx={onnx}"
     assert [a for a in argv if not a.startswith(("--onnx", "--saveEngine", "--min", "--opt", "--max", "--timing",
-                                                 "--skip", "--builder"))] == ["trtexec", *flags]
-    assert argv[2].startswith("--saveEngine=model.") and argv[2].endswith(".jetson-orin-nano.engine")
+                                                 "--skip", "--build"))] == ["trtexec", *flags]
+    assert argv[-1] == ("--buildOnly" if trt == "8.5" else "--skipInference")
+    assert argv[2].startswith("--saveEngine=model.") and argv[2].endswith(".jetson-agx-orin.engine")
     assert f"cd {engine_run}" in out.splitlines()
     assert ("strongly typed (no precision flags)" in out) == trt.startswith("11")
     if "--dla" in extra and not trt.startswith("11"):
@@ -152,5 +162,12 @@ def test_trtexec_cmd_errors(engine_run: Path, tmp_path: Path, monkeypatch: pytes
                    "DLA runs FP16 and INT8 only")
     one_line_error(*run_cli("trtexec-cmd", str(engine_run), "--trt", "ten"), "'ten' is not a TensorRT version")
     one_line_error(*run_cli("trtexec-cmd", str(engine_run), "--trt", "8.2"), "older than this tool supports")
+    # no DLA on the board, or none in that TensorRT: refused before any line is printed
+    one_line_error(*run_cli("trtexec-cmd", str(engine_run), "--trt", "10.3", "--dla", "0", "--gpu",
+                            "NVIDIA Jetson Orin Nano Developer Kit"), "Jetson Orin Nano has no DLA", "drop --dla")
+    one_line_error(*run_cli("trtexec-cmd", str(engine_run), "--trt", "10.13.3", "--dla", "0", "--gpu",
+                            "Jetson AGX Thor"), "TensorRT 10.13.3 has no DLA support")
+    one_line_error(*run_cli("trtexec-cmd", str(engine_run), "--trt", "11.4", "--dla", "0"),
+                   "TensorRT 11.4.0 has no DLA support on Jetson")
     one_line_error(*run_cli("trtexec-cmd", str(tmp_path / "nope"), "--trt", "10.3"), "no manifest.json")
     assert not any(tmp_path.iterdir())

@@ -47,3 +47,18 @@ def entries(d: Path) -> list[str]:
     """Every name under ``d``, hidden ones included (temp folders would show up here)."""
     d = Path(d)
     return sorted(str(Path(root, n).relative_to(d)) for root, dirs, files in os.walk(d) for n in dirs + files)
+
+
+STAND_IN = Path(__file__).resolve().parents[1] / "fixtures" / "tensorrt" / "trtexec_standin.py"
+
+
+def install_trtexec_stand_in(bin_dir: Path) -> Path:
+    """``bin_dir/trtexec``: the per-version stand-in (tests/fixtures/tensorrt/trtexec_standin.py) under
+    this interpreter; its version comes from FAKE_TRT_CODE, its DLA core count from FAKE_DLA_CORES."""
+    import sys
+
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    trtexec = bin_dir / "trtexec"
+    trtexec.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STAND_IN}" "$@"\n')
+    trtexec.chmod(0o755)
+    return trtexec

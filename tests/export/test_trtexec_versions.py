@@ -1,0 +1,112 @@
+"""trtexec's real option set per version (tests/fixtures/tensorrt/trtexec, from each tag's
+samples/common/sampleOptions.cpp): every argument our recipe emits exists in the version it is emitted
+for, and the stand-in that the build_engine.sh tests run refuses everything else as trtexec does."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edge_resnet.export.engine_key import version_code
+from edge_resnet.export.trtexec import REMOVED_IN_11_TRTEXEC, build_only_flag, trtexec_args
+from tests.export.tensorrt_api import plans, tables, trtexec_options
+from tests.export.util import install_trtexec_stand_in
+
+VERSIONS = list(trtexec_options())
+
+
+def test_the_recorded_versions() -> None:
+    """8.5 (JetPack 5.1), 8.6, 10.3 (JetPack 6.1/6.2), 10.7 (the last 10.x with DLA), 10.13 (JetPack 7.0),
+    11.x; each option set is trtexec's own (a few names every version has, one each lacks)."""
+    assert VERSIONS == ["8.5.2", "8.6.1", "10.3.0", "10.7.0", "10.13.3", "11.1.0"]
+    for options in trtexec_options().values():
+        assert {"--onnx", "--saveEngine", "--minShapes", "--optShapes", "--maxShapes", "--useDLACore",
+                "--allowGPUFallback", "--memPoolSize", "--timingCacheFile", "--help"} <= options
+        assert "--noSuchOption" not in options
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_argument_we_emit_exists_in_that_trtexec(version: str) -> None:
+    """All builds ``plan_build`` accepts for the version (precision x DLA x implicit x optimization level x
+    workspace x timing cache): each trtexec argument's name is one that version's parser consumes."""
+    options = trtexec_options()[version]
+    built = plans(version)
+    assert len(built) > 20
+    for plan in built:
+        for arg in trtexec_args(plan, "input", (3, 32, 32), "E.engine", "calib.trt.cache"):
+            assert arg.split("=", 1)[0] in options, (version, plan, arg)
+
+
+def test_stop_after_build_is_spelled_per_version() -> None:
+    """sampleOptions.cpp: 8.5.2 parses --buildOnly only, 8.6.1 both, 10.x and 11.x --skipInference only."""
+    opts = trtexec_options()
+    assert "--buildOnly" in opts["8.5.2"] and "--skipInference" not in opts["8.5.2"]
+    assert {"--buildOnly", "--skipInference"} <= opts["8.6.1"]
+    for v in ("10.3.0", "10.7.0", "10.13.3", "11.1.0"):
+        assert "--skipInference" in opts[v] and "--buildOnly" not in opts[v]
+    for v in VERSIONS:
+        assert build_only_flag(v) in opts[v]
+    assert "--builderOptimizationLevel" not in opts["8.5.2"] and "--builderOptimizationLevel" in opts["8.6.1"]
+
+
+def test_what_11_removed_is_gone_from_its_trtexec() -> None:
+    """REMOVED_IN_11_TRTEXEC (what the recipe never emits for 11.x) is absent in 11.x and present in 10.x,
+    so the list is neither stale nor empty."""
+    opts = trtexec_options()
+    assert REMOVED_IN_11_TRTEXEC
+    for flag in REMOVED_IN_11_TRTEXEC:
+        assert flag not in opts["11.1.0"], flag
+        assert all(flag in opts[v] for v in ("8.5.2", "8.6.1", "10.3.0", "10.7.0", "10.13.3")), flag
+
+
+def _standin(tmp_path: Path, code: int, *args: str, dla_cores: int = 0) -> subprocess.CompletedProcess[str]:
+    trtexec = install_trtexec_stand_in(tmp_path / "bin")
+    env = {"PATH": "/usr/bin:/bin", "FAKE_TRT_CODE": str(code), "FAKE_DLA_CORES": str(dla_cores),
+           "FAKE_TRT_ARGV": str(tmp_path / "argv")}
+    return subprocess.run([str(trtexec), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("version", "flag"), [
+    ("8.5.2", "--skipInference"), ("8.5.2", "--builderOptimizationLevel=3"), ("10.3.0", "--buildOnly"),
+    ("11.1.0", "--int8"), ("11.1.0", "--fp16"), ("11.1.0", "--calib=calib.cache"), ("10.13.3", "--noSuchOption=1"),
+])
+def test_stand_in_refuses_unknown_options_as_trtexec_does(version: str, flag: str, tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    done = _standin(tmp_path, version_code(version), "--onnx=m.onnx", "--saveEngine=e.engine", flag)
+    name, _, value = flag.partition("=")
+    assert done.returncode == 1
+    assert f"Unknown option: {name} {value}" in done.stderr
+    assert done.stdout.splitlines()[0].startswith(f"&&&& RUNNING TensorRT.trtexec [TensorRT v{version_code(version)}]")
+    assert done.stdout.splitlines()[-1].startswith("&&&& FAILED")
+    assert not (tmp_path / "e.engine").exists() and not (tmp_path / "argv").exists()
+
+
+def test_stand_in_builds_and_checks_dla_and_files(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    ok = _standin(tmp_path, 100300, "--onnx=m.onnx", "--saveEngine=e.engine", "--skipInference")
+    assert ok.returncode == 0 and (tmp_path / "e.engine").read_bytes() == b"stand-in engine bytes"
+    assert (tmp_path / "argv").read_bytes() == b"--onnx=m.onnx\0--saveEngine=e.engine\0--skipInference\0"
+    # sampleEngines.cpp: a core the builder does not have ends the run (no DLA: 0 cores)
+    dla = _standin(tmp_path, 100300, "--onnx=m.onnx", "--saveEngine=f.engine", "--useDLACore=1", "--allowGPUFallback")
+    assert dla.returncode == 1 and "Cannot create DLA engine, 1 not available" in dla.stderr
+    assert _standin(tmp_path, 100300, "--onnx=m.onnx", "--saveEngine=f.engine", "--useDLACore=1",
+                    dla_cores=2).returncode == 0
+    missing = _standin(tmp_path, 100300, "--onnx=none.onnx", "--saveEngine=g.engine")
+    assert missing.returncode == 1 and not (tmp_path / "g.engine").exists()
+    # --help prints the version's banner (build_engine.sh reads the version from it)
+    help_ = _standin(tmp_path, 8502, "--help")
+    assert help_.returncode == 0 and "[TensorRT v8502]" in help_.stdout and "--buildOnly" in help_.stdout
+    # a version nobody recorded is not played
+    unknown = _standin(tmp_path, 110401, "--help")
+    assert unknown.returncode == 1 and "no option set for TensorRT code '110401'" in unknown.stderr
+
+
+def test_api_tables_are_the_versions_the_plan_covers() -> None:
+    """Every name table is a version the build plan supports (no orphan fixtures), and the set spans the
+    three API generations: 8.x (explicit batch flag), 10.x, 11.x (strongly typed only)."""
+    assert list(tables()) == ["8.5.2", "8.6.1", "10.3.0", "10.7.0", "10.13.3", "11.4.0"]
+    for version in tables():
+        assert plans(version), version
+    assert "NVIDIA/TensorRT at tag 8.5.2" in tables()["8.5.2"].origin  # no 8.5 wheel on PyPI: from source
