@@ -292,3 +292,31 @@ def test_unwritable_output_fails_before_measuring(run_dir: Path, tmp_path: Path,
     assert out.stdout == ""
     assert listing(run_dir) == before
     assert [p.name for p in tmp_path.iterdir()] == ["afile"] and (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_dla_engine_is_loaded_on_its_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TensorRT row loads an engine with the DLA core its key records (the runtime's default, -1,
+    would not place a DLA engine); an engine built for the GPU gets none. TensorRT cannot run here, so
+    the backend class is replaced by one that records how it was built."""
+    from edge_resnet.bench.measure import build_backend
+    from edge_resnet.export.engine_key import EngineKey, write_sidecar
+    from edge_resnet.runtime import tensorrt_backend
+
+    made: list[tuple[Path, int | None]] = []
+
+    class Recorder:
+        def __init__(self, path: Path, device: int = 0, dla_core: int | None = None) -> None:
+            made.append((Path(path), dla_core))
+
+    monkeypatch.setattr(tensorrt_backend, "TensorRTBackend", Recorder)
+    key = EngineKey(gpu="NVIDIA Jetson AGX Orin", compute_capability="8.7", tensorrt="10.3.0", jetpack="6.2",
+                    l4t="36.4.3", precision="int8", batch=(1, 1, 1), dla_core=1, int8_mode="implicit",
+                    onnx="model.int8.implicit.onnx", onnx_sha256="0" * 64)
+    dla = tmp_path / key.filename()
+    dla.write_bytes(b"engine")
+    write_sidecar(dla, key)
+    gpu = tmp_path / "model.int8.gpu.engine"
+    gpu.write_bytes(b"engine")
+    build_backend("tensorrt", dla, None, 0)
+    build_backend("tensorrt", gpu, None, 0)  # no key beside it: nothing says DLA
+    assert made == [(dla, 1), (gpu, None)]

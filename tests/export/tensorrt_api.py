@@ -486,8 +486,9 @@ def scan(paths: list[Path] | None = None) -> list[Found]:
 @cache
 def plans(version: str) -> tuple:
     """Every build ``plan_build`` accepts for ``version`` over a grid of options (all run files present)."""
-    from edge_resnet.errors import EdgeResNetError
     from edge_resnet.export.build_plan import CALIB_CACHE, ONNX_FILES, BuildOptions, plan_build
+
+    from edge_resnet.errors import EdgeResNetError
 
     files = {*ONNX_FILES.values(), CALIB_CACHE}
     out = []

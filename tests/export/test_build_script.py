@@ -1,16 +1,20 @@
 """build_engine.sh, executed: the bundle's script run with bash against stand-in executables.
 
-TensorRT cannot be installed here, so ``trtexec`` is a small shell script written by the test: it
-prints trtexec's banner (``&&&& RUNNING TensorRT.trtexec [TensorRT v100300] ...``) for ``--help``,
-records its argv and writes the ``--saveEngine`` file. A stand-in ``nvidia-smi`` names the GPU. What is
-tested is our script's logic: that for each TensorRT version it runs exactly the arguments
-``edge_resnet.export.trtexec.trtexec_args`` gives for the same plan, names the engine as ``EngineKey`` does, and
-writes a sidecar the Python side reads and accepts (``decide`` -> reuse).
+TensorRT cannot be installed here, so ``trtexec`` is the per-version stand-in of
+tests/fixtures/tensorrt/trtexec_standin.py: it prints trtexec's banner for the version it plays, knows
+that version's option set (from its sampleOptions.cpp) and fails with "Unknown option" on anything
+else, checks the DLA core against the device's count, records its argv and writes the
+``--saveEngine`` file. A stand-in ``nvidia-smi`` names the GPU. What is tested is our script's logic:
+that for each TensorRT version (8.5, 8.6, 10.3, 10.7, 10.13, 11.1) it runs exactly the arguments
+``edge_resnet.export.trtexec.trtexec_args`` gives for the same plan and trtexec accepts them, names the
+engine as ``EngineKey`` does, refuses DLA where the plan does, and writes a sidecar the Python side
+reads and accepts (``decide`` -> reuse). The bundle is the committed one (tests/fixtures/bundle).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from dataclasses import replace
@@ -19,42 +23,32 @@ from pathlib import Path
 import pytest
 
 from edge_resnet.calibration.cache import read_trt_cache
+from edge_resnet.errors import ConfigError
 from edge_resnet.runtime.manifest import load_manifest
 from edge_resnet.export.build_plan import BuildOptions, plan_build
 from edge_resnet.export.bundle import SCRIPT
 from edge_resnet.export.engine import engine_key
 from edge_resnet.export.engine_key import System, decide, engine_filename, read_sidecar, version_from_code
 from edge_resnet.export.trtexec import TRTEXEC_JETPACK, build_script, retag_cache, retagged_cache_name, trtexec_args
-from tests.export.util import sha256
+from tests.export.conftest import PREBUILT
+from tests.export.util import install_trtexec_stand_in, sha256
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 GPU = "NVIDIA GeForce RTX 4090 (Lab #2)"
 CC = "8.9"
-CODES = [8502, 8601, 100300, 110401]
+# the versions whose trtexec option sets are recorded: 8.5 (JetPack 5.1), 8.6, 10.3 (JetPack 6.1/6.2),
+# 10.7 (the last 10.x with DLA), 10.13 (JetPack 7.0), 11.1 (11.x)
+CODES = [8502, 8601, 100300, 100700, 101303, 110100]
 SYSTEM_PATH = f"/usr/bin{os.pathsep}/bin"
+DLA_CORES = 2  # the device the stand-in plays has two DLA cores (an AGX Orin): refusals are the script's
 
-TRTEXEC = r"""#!/usr/bin/env bash
-# stand-in for TensorRT's trtexec: banner on --help; otherwise record argv and write the engine
-if [ "${1:-}" = "--help" ]; then
-  echo "&&&& RUNNING TensorRT.trtexec [TensorRT v${FAKE_TRT_CODE}] [b26] # trtexec --help"
-  echo "=== Model Options ==="
-  echo "  --onnx=<file>               ONNX model"
-  echo "&&&& PASSED TensorRT.trtexec [TensorRT v${FAKE_TRT_CODE}] [b26] # trtexec --help"
-  exit 0
-fi
-: > "$FAKE_TRT_ARGV"
-for a in "$@"; do printf '%s\0' "$a" >> "$FAKE_TRT_ARGV"; done
-for a in "$@"; do
-  case "$a" in --saveEngine=*) printf 'stand-in engine bytes' > "${a#--saveEngine=}" ;; esac
-done
-echo "&&&& PASSED TensorRT.trtexec [TensorRT v${FAKE_TRT_CODE}] # trtexec $*"
-"""
 
-NVIDIA_SMI = f"""#!/usr/bin/env bash
+def _nvidia_smi(gpu: str) -> str:
+    return f"""#!/usr/bin/env bash
 case "$*" in
   *compute_cap*) echo "{CC}" ;;
-  *name*) echo "{GPU}" ;;
+  *name*) echo {shlex.quote(gpu)} ;;
   *) exit 9 ;;
 esac
 """
@@ -64,21 +58,27 @@ esac
 def tools(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bin folder with the stand-in trtexec and nvidia-smi."""
     bin_dir = tmp_path_factory.mktemp("stand_ins")
-    for name, text in (("trtexec", TRTEXEC), ("nvidia-smi", NVIDIA_SMI)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
+    install_trtexec_stand_in(bin_dir)
+    (bin_dir / "nvidia-smi").write_text(_nvidia_smi(GPU))
+    (bin_dir / "nvidia-smi").chmod(0o755)
     return bin_dir
 
 
+@pytest.fixture
+def fresh_bundle(prebuilt_bundle: Path) -> Path:
+    return prebuilt_bundle
+
+
 @pytest.fixture(scope="module")
-def bundle_files(bundle_src: Path) -> tuple[set[str], str, tuple[int, ...]]:
-    manifest = load_manifest(bundle_src)
+def bundle_files() -> tuple[set[str], str, tuple[int, ...]]:
+    manifest = load_manifest(PREBUILT)
     return set(manifest.files), manifest.input_name, tuple(int(d) for d in manifest.input_shape[1:])
 
 
 def _run_script(folder: Path, args: list[str], path: str, code: int | None, argv_file: Path,
-                ) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": path, "HOME": str(folder), "LC_ALL": "C", "FAKE_TRT_ARGV": str(argv_file)}
+                dla_cores: int = DLA_CORES) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": path, "HOME": str(folder), "LC_ALL": "C", "FAKE_TRT_ARGV": str(argv_file),
+           "FAKE_DLA_CORES": str(dla_cores)}
     if code is not None:
         env["FAKE_TRT_CODE"] = str(code)
     return subprocess.run(["bash", str(folder / SCRIPT), *args], cwd=folder.parent, env=env, capture_output=True,
@@ -87,7 +87,7 @@ def _run_script(folder: Path, args: list[str], path: str, code: int | None, argv
 
 def _expected(options: BuildOptions, available: set[str], input_name: str, chw: tuple[int, ...], code: int,
               precision: str, dla: int | None, gpu: str | None) -> tuple[list[str], str, object]:
-    """(trtexec argv, engine name, plan) the Python side gives for this build."""
+    """(trtexec argv, engine name, plan) the Python side gives for this build (ConfigError: it refuses)."""
     opts = replace(options, precision=precision, dla_core=dla,
                    implicit=options.implicit and precision == "int8" and code < 110000)
     plan = plan_build(version_from_code(code), opts, available)
@@ -120,10 +120,18 @@ def test_script_runs_what_python_plans(code: int, option_set: str, fresh_bundle:
     for precision, dla in CASES:
         args = [precision] + ([str(dla)] if dla is not None else [])
         done = _run_script(fresh_bundle, args, path, code, argv_file)
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-        expected_argv, engine, plan = _expected(options, available, input_name, chw, code, precision, dla, GPU)
+        try:
+            expected_argv, engine, plan = _expected(options, available, input_name, chw, code, precision, dla, GPU)
+        except ConfigError as e:  # the plan refuses (DLA in a TensorRT without it): so does the script, first
+            assert done.returncode == 1, (code, args, done.stdout)
+            said = str(e).replace("drop --dla", "drop the DLA core argument")
+            assert done.stderr.strip() == f"build_engine.sh: {said}", (code, args)
+            assert not argv_file.exists()
+            continue
+        assert done.returncode == 0, (code, args, done.stdout, done.stderr)
         got = argv_file.read_bytes().split(b"\0")[:-1]
         assert [a.decode() for a in got] == expected_argv, (code, precision, dla)
+        assert f"&&&& PASSED TensorRT.trtexec [TensorRT v{code}]" in done.stdout  # trtexec took every argument
         assert (fresh_bundle / engine).read_bytes() == b"stand-in engine bytes"
         assert f"trtexec: {tools / 'trtexec'}" in done.stdout
         assert f"building {engine} with TensorRT {version_from_code(code)}" in done.stdout
@@ -150,18 +158,21 @@ def test_script_runs_what_python_plans(code: int, option_set: str, fresh_bundle:
 
 def test_dla_build_of_the_bundle_script(fresh_bundle: Path, tools: Path, tmp_path: Path) -> None:
     """The script the bundle ships (defaults: int8, batch 1/1/32), on TensorRT 10.3 with DLA core 1:
-    implicit INT8 from the FP32 graph with the cache retagged for 10.3, a fixed batch, GPU fallback."""
+    implicit INT8 from model.int8.implicit.onnx with the cache retagged for 10.3 (the bundle's own copy
+    for 10.3, byte for byte), a fixed batch, GPU fallback."""
+    shipped = (fresh_bundle / "calib.trt100300.cache").read_bytes()
     argv_file = tmp_path / "argv"
     done = _run_script(fresh_bundle, ["int8", "1"], f"{tools}{os.pathsep}{SYSTEM_PATH}", 100300, argv_file)
     assert done.returncode == 0, done.stderr
     argv = [a.decode() for a in argv_file.read_bytes().split(b"\0")[:-1]]
     engine = "model.int8-implicit.dla1.b1-1-1.trt10.3.0.nvidia-geforce-rtx-4090-lab-2.engine"
-    assert argv == ["--onnx=model.fp32.onnx", f"--saveEngine={engine}", "--minShapes=input:1x3x32x32",
+    assert argv == ["--onnx=model.int8.implicit.onnx", f"--saveEngine={engine}", "--minShapes=input:1x3x32x32",
                     "--optShapes=input:1x3x32x32", "--maxShapes=input:1x3x32x32", "--int8", "--fp16",
                     "--calib=calib.trt100300.cache", "--useDLACore=1", "--allowGPUFallback",
                     "--timingCacheFile=timing.cache", "--skipInference"]
-    assert (fresh_bundle / "calib.trt100300.cache").read_text().startswith("TRT-100300-EntropyCalibration2\n")
-    assert (fresh_bundle / "calib.cache").read_text().startswith("TRT-8501-EntropyCalibration2\n")  # untouched
+    assert (fresh_bundle / "calib.trt100300.cache").read_bytes() == shipped
+    assert shipped.startswith(b"TRT-100300-EntropyCalibration2\n")
+    assert (fresh_bundle / "calib.cache").read_text().startswith("TRT-8502-EntropyCalibration2\n")  # untouched
     key = read_sidecar(fresh_bundle / engine)
     assert key is not None and key.batch == (1, 1, 1) and key.dla_core == 1 and key.int8_mode == "implicit"
     # no precision/DLA arguments: the bundle's defaults (int8 on the GPU)
@@ -178,17 +189,17 @@ def test_without_nvidia_smi_the_engine_is_for_an_unknown_gpu(fresh_bundle: Path,
     shutil.copy2(tools / "trtexec", bin_dir / "trtexec")
     if shutil.which("nvidia-smi", path=SYSTEM_PATH) or Path("/etc/nv_tegra_release").exists():
         pytest.skip("this machine has its own nvidia-smi or is a Jetson")
-    done = _run_script(fresh_bundle, ["fp16"], f"{bin_dir}{os.pathsep}{SYSTEM_PATH}", 110401, tmp_path / "argv")
+    done = _run_script(fresh_bundle, ["fp16"], f"{bin_dir}{os.pathsep}{SYSTEM_PATH}", 110100, tmp_path / "argv")
     assert done.returncode == 0, done.stderr
-    engine = fresh_bundle / "model.fp16.b1-1-32.trt11.4.1.unknown-gpu.engine"
+    engine = fresh_bundle / "model.fp16.b1-1-32.trt11.1.0.unknown-gpu.engine"
     key = read_sidecar(engine)
     assert key is not None and (key.gpu, key.compute_capability, key.onnx) == (None, None, "model.fp16.onnx")
-    plan = plan_build("11.4.1", BuildOptions(precision="fp16"), {p.name for p in fresh_bundle.iterdir()})
-    knows_more = engine_key(fresh_bundle, plan, System(gpu="NVIDIA A2", compute_capability="8.6", tensorrt="11.4.1"))
+    plan = plan_build("11.1.0", BuildOptions(precision="fp16"), {p.name for p in fresh_bundle.iterdir()})
+    knows_more = engine_key(fresh_bundle, plan, System(gpu="NVIDIA A2", compute_capability="8.6", tensorrt="11.1.0"))
     assert decide(engine, knows_more).action == "reuse"
     # but another TensorRT is a rebuild, whatever the GPU
     other = engine_key(fresh_bundle, plan, System(gpu="NVIDIA A2", tensorrt="11.5.0"))
-    assert decide(engine, other).reasons == ("tensorrt 11.5.0 here, 11.4.1 in the engine",)
+    assert decide(engine, other).reasons == ("tensorrt 11.5.0 here, 11.1.0 in the engine",)
 
 
 def test_trtexec_missing(fresh_bundle: Path, tmp_path: Path) -> None:
@@ -232,7 +243,7 @@ def test_a_file_the_bundle_lacks_is_named(fresh_bundle: Path, tools: Path, bundl
     (fresh_bundle / SCRIPT).write_text(build_script(BuildOptions(), available - {"model.fp16.onnx"}, input_name, chw,
                                                     "resnet8"))
     path = f"{tools}{os.pathsep}{SYSTEM_PATH}"
-    done = _run_script(fresh_bundle, ["fp16"], path, 110401, tmp_path / "argv")
+    done = _run_script(fresh_bundle, ["fp16"], path, 110100, tmp_path / "argv")
     assert done.returncode != 0
     assert "needs model.fp16.onnx, which the run does not have; re-export with `edge-resnet export --fp16`" in done.stderr
     assert _run_script(fresh_bundle, ["fp16"], path, 100300, tmp_path / "argv").returncode == 0
@@ -277,11 +288,56 @@ def test_rebuild_drops_the_old_key_before_trtexec_writes(fresh_bundle: Path, too
     assert (fresh_bundle / (engine.name + ".json")).is_file()
     dying = tmp_path / "dying"
     dying.mkdir()
-    (dying / "trtexec").write_text(TRTEXEC.replace(
-        "printf 'stand-in engine bytes' > \"${a#--saveEngine=}\"",
-        "printf 'half' > \"${a#--saveEngine=}\"; kill -9 $$"))
+    # the stand-in answers --help; the build writes half an engine and the process dies (kill -9)
+    (dying / "trtexec").write_text(f"""#!/usr/bin/env bash
+if [ "${{1:-}}" = --help ]; then exec {shlex.quote(str(tools / "trtexec"))} "$@"; fi
+for a in "$@"; do case "$a" in --saveEngine=*) printf 'half' > "${{a#--saveEngine=}}" ;; esac; done
+kill -9 $$
+""")
     (dying / "trtexec").chmod(0o755)
     done = _run_script(fresh_bundle, [], f"{dying}{os.pathsep}{path}", 100300, tmp_path / "argv")
     assert done.returncode != 0
     assert engine.read_bytes() == b"half"
     assert not (fresh_bundle / (engine.name + ".json")).exists()
+
+
+def test_dla_refusals_of_the_script(fresh_bundle: Path, tools: Path, tmp_path: Path) -> None:
+    """Before trtexec runs: no DLA in TensorRT 10.8+ or 11.0-11.3, none on Orin Nano or Thor (the board
+    name from nvidia-smi here, /proc/device-tree/model on a Jetson); a core the device lacks is trtexec's
+    own "Cannot create DLA engine" (the stand-in plays a device with no DLA), and no key is written."""
+    path = f"{tools}{os.pathsep}{SYSTEM_PATH}"
+    for code, version in ((100800, "10.8.0"), (101303, "10.13.3"), (110100, "11.1.0"), (110300, "11.3.0")):
+        done = _run_script(fresh_bundle, ["int8", "0"], path, code, tmp_path / "argv")
+        assert done.returncode == 1, done.stdout
+        assert f"build_engine.sh: TensorRT {version} has no DLA support" in done.stderr
+    for board in ("NVIDIA Jetson Orin Nano Developer Kit", "NVIDIA Jetson AGX Thor Developer Kit"):
+        bin_dir = tmp_path / board.replace(" ", "_")
+        bin_dir.mkdir()
+        (bin_dir / "nvidia-smi").write_text(_nvidia_smi(board))
+        (bin_dir / "nvidia-smi").chmod(0o755)
+        done = _run_script(fresh_bundle, ["fp16", "0"], f"{bin_dir}{os.pathsep}{path}", 100300, tmp_path / "argv")
+        assert done.returncode == 1
+        assert "has no DLA; drop the DLA core argument to build for the GPU" in done.stderr, done.stderr
+        # the GPU build on the same board goes ahead
+        assert _run_script(fresh_bundle, ["fp16"], f"{bin_dir}{os.pathsep}{path}", 100300,
+                           tmp_path / "argv").returncode == 0
+    assert not (tmp_path / "argv").read_bytes().count(b"--useDLACore")
+    (tmp_path / "argv").unlink()
+    done = _run_script(fresh_bundle, ["int8", "1"], path, 100700, tmp_path / "argv", dla_cores=0)
+    assert done.returncode != 0 and "Cannot create DLA engine, 1 not available" in done.stderr
+    assert not list(fresh_bundle.glob("*dla1*.json"))
+
+
+def test_the_script_of_8_5_runs_only_what_8_5_parses(fresh_bundle: Path, tools: Path, bundle_files,
+                                                      tmp_path: Path) -> None:
+    """JetPack 5.1's trtexec (8.5.2) has --buildOnly, not --skipInference, and no optimization level: the
+    family-8 lines are written for 8.6 and adapted at run time. Before the fix every 8.5 build ended in
+    "Unknown option: --skipInference" under set -e."""
+    available, input_name, chw = bundle_files
+    (fresh_bundle / SCRIPT).write_text(build_script(BuildOptions(opt_level=2), available, input_name, chw, "m"))
+    for precision in ("int8", "fp16", "fp32"):
+        done = _run_script(fresh_bundle, [precision], f"{tools}{os.pathsep}{SYSTEM_PATH}", 8502, tmp_path / "argv")
+        assert done.returncode == 0, done.stderr
+        argv = (tmp_path / "argv").read_bytes().split(b"\0")[:-1]
+        assert argv[-1] == b"--buildOnly" and b"--skipInference" not in argv
+        assert not [a for a in argv if a.startswith(b"--builderOptimizationLevel")]

@@ -15,6 +15,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from edge_resnet.calibration.cache import read_trt_cache, trt_cache_header
+
 from edge_resnet.data import load_dataset
 from edge_resnet.deploy import DEFAULT_SAMPLES, make_bundle, open_bundle
 from edge_resnet.errors import EdgeResNetError
@@ -24,8 +26,11 @@ from edge_resnet.runtime.validate import DEFAULT_MIN_AGREEMENT, ValidationSet
 from edge_resnet.export.bundle import MAX_FILES, safe_extract
 from tests.export.util import entries, one_line_error, run_cli, sha256, tree
 
-BUNDLED = ["build_engine.sh", "calib.cache", "manifest.json", "model.fp16.onnx", "model.fp32.onnx",
-           "model.int8.cpu.onnx", "model.int8.onnx", "validation.npz"]
+BUNDLED = ["build_engine.sh", "calib.cache", "calib.trt100300.cache", "calib.trt101303.cache", "calib.trt8502.cache",
+           "calib.trt8602.cache", "manifest.json", "model.fp16.onnx", "model.fp32.onnx", "model.int8.cpu.onnx",
+           "model.int8.implicit.onnx", "model.int8.onnx", "validation.npz"]
+VERSIONED_CACHES = {"calib.trt8502.cache": "8.5.2", "calib.trt8602.cache": "8.6.2", "calib.trt100300.cache": "10.3.0",
+                    "calib.trt101303.cache": "10.13.3"}
 
 
 def _normalize(pixels: np.ndarray, spec: dict) -> np.ndarray:
@@ -50,8 +55,15 @@ def test_bundle_files_and_manifest(bundle_src: Path, engine_run: Path) -> None:
         assert entry["bytes"] == (bundle_src / name).stat().st_size, name
         if name in run["files"]:  # copied as exported, byte for byte
             assert entry["sha256"] == run["files"][name]["sha256"] and entry["role"] == run["files"][name]["role"]
-    assert {m["files"][n]["role"] for n in m["files"]} == {"fp32", "fp16", "tensorrt", "cpu", "cache", "validation",
-                                                           "script"}
+    assert {m["files"][n]["role"] for n in m["files"]} == {"fp32", "fp16", "tensorrt", "cpu", "implicit", "cache",
+                                                           "cache_version", "validation", "script"}
+    # calib.cache under the header of each JetPack's TensorRT (TensorRT skips a cache of another version),
+    # the ranges unchanged, for trtexec --calib / DeepStream / Polygraphy by hand
+    _, ranges = read_trt_cache((bundle_src / "calib.cache").read_text())
+    for name, version in VERSIONED_CACHES.items():
+        assert m["files"][name]["role"] == "cache_version" and m["files"][name]["tensorrt"] == version
+        header, scales = read_trt_cache((bundle_src / name).read_text())
+        assert header == trt_cache_header(version) and scales == ranges
     # the workstation-side files stay home
     for name in ("model.pt", "calib.json", "report.json", "report.md"):
         assert name in run["files"] or (engine_run / name).exists()
@@ -336,3 +348,26 @@ def test_an_archive_where_a_run_directory_is_wanted(bundle_src: Path, tmp_path: 
     for argv in (("trtexec-cmd", str(archive), "--trt", "10.3"), ("bench", str(archive))):
         rc, stdout, stderr = run_cli(*argv)
         one_line_error(rc, stdout, stderr, "is a bundle archive; unpack it first")
+
+
+def test_the_committed_bundle_is_what_the_code_writes(bundle_src: Path, prebuilt_bundle: Path) -> None:
+    """tests/fixtures/bundle (the bundle the TensorRT tests use on a device without torch) has the files,
+    roles and manifest sections of a bundle made now, its checksums hold, its build_engine.sh is the one
+    the code writes today, and ONNX Runtime on its INT8 model passes its own validation set. When this
+    fails: .venv/bin/python tests/fixtures/bundle/regenerate.py"""
+    from edge_resnet.deploy import check_model
+    from edge_resnet.export.build_plan import BuildOptions
+    from edge_resnet.export.trtexec import build_script
+
+    ours = load_manifest(prebuilt_bundle, verify=True)
+    now = load_manifest(bundle_src)
+    assert sorted(p.name for p in prebuilt_bundle.iterdir()) == sorted(p.name for p in bundle_src.iterdir())
+    assert {n: e.role for n, e in ours.files.items()} == {n: e.role for n, e in now.files.items()}
+    raw_ours = json.loads((prebuilt_bundle / "manifest.json").read_text())
+    raw_now = json.loads((bundle_src / "manifest.json").read_text())
+    assert set(raw_ours) == set(raw_now) and set(raw_ours["int8"]) == set(raw_now["int8"])
+    assert raw_ours["int8"]["engines"] == raw_now["int8"]["engines"]
+    script = build_script(BuildOptions(), set(ours.files), ours.input_name, ours.input_shape[1:], ours.model["arch"])
+    assert (prebuilt_bundle / "build_engine.sh").read_text() == script
+    check = check_model(prebuilt_bundle, "model.int8.onnx")
+    assert check.result.passed, check.result.failures

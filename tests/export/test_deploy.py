@@ -190,7 +190,7 @@ def test_bundle_unpack_verify_end_to_end(engine_run: Path, tmp_path: Path, monke
     assert rc == 0, err
     folder, archive = tmp_path / "ws" / "resnet8-jetson", tmp_path / "ws" / "resnet8-jetson.tar.gz"
     lines = out.splitlines()
-    assert lines[0].startswith(f"bundle {folder} (build_engine.sh, calib.cache, manifest.json, model.fp16.onnx")
+    assert lines[0].startswith(f"bundle {folder} (build_engine.sh, calib.cache, calib.trt100300.cache, ")
     assert lines[1].startswith(f"archive {archive} (") and "sha256 in resnet8-jetson.tar.gz.sha256" in lines[1]
     assert lines[2].startswith("validation set: 120 test images, FP32 top-1 ")
     assert "edge-resnet build-engine resnet8-jetson" in lines[3]

@@ -28,7 +28,7 @@ from edge_resnet.models import create_model, get_spec
 from edge_resnet.models.graph import INPUT, OUTPUT, Graph, Node, trace
 from edge_resnet.quant import QuantPlan, make_plan
 from edge_resnet.export.lint import lint_model
-from edge_resnet.export.onnx_writer import build_onnx, save_onnx
+from edge_resnet.export.onnx_writer import build_implicit_onnx, build_onnx, implicit_tensors, save_onnx
 from tests.helpers import observed_amax, randomise_bn, torch_threads
 
 CONFIGS = [("resnet20", "A"), ("resnet20", "B"), ("resnet20", "C"), ("plain20", "B"),
@@ -314,6 +314,56 @@ def test_int8_writes_corrected_biases() -> None:
         np.testing.assert_array_equal(written, plan.biases[node.name])
         assert not np.array_equal(written, node.module.bias.detach().numpy())
     assert lint_model(model) == []
+
+
+def _corrected_plan(s: Setup) -> QuantPlan:
+    acts: dict[str, torch.Tensor] = {}
+
+    def visit(node: Node, out: torch.Tensor) -> torch.Tensor:
+        acts[node.name] = out
+        return out
+
+    with torch.no_grad():
+        s.graph.run(s.x, visit)
+    means = {n.inputs[0]: acts[n.inputs[0]].transpose(0, 1).flatten(1).mean(1).tolist()
+             for n in s.graph.of_op("conv", "linear")}
+    return make_plan(s.graph, s.amax, "tensorrt", channel_mean=means)
+
+
+@pytest.mark.parametrize(("name", "shortcut"), [("resnet20", "A"), ("resnet20", "B"), ("resnet18", "B")])
+def test_implicit_model_is_the_corrected_float_model(name: str, shortcut: str) -> None:
+    """model.int8.implicit.onnx: float weights, the Q/DQ file's bias-corrected biases, the classifier as a
+    1x1 convolution. ONNX Runtime's logits equal an independent computation: the folded PyTorch model
+    with those biases put in (the same corrected model model.int8.onnx quantizes)."""
+    s = _setup(name, shortcut)
+    plan = _corrected_plan(s)
+    model = build_implicit_onnx(s.graph, input_size=s.size, plan=plan)
+    ops = Counter(n.op_type for n in model.graph.node)
+    assert ops["Gemm"] == ops["MatMul"] == ops["QuantizeLinear"] == ops["DequantizeLinear"] == 0
+    assert ops["Conv"] == len(s.graph.of_op("conv", "linear"))
+    qdq = _inits(build_onnx(s.graph, input_size=s.size, precision="int8", plan=plan))
+    inits = _inits(model)
+    for node in s.graph.of_op("conv", "linear"):
+        np.testing.assert_array_equal(numpy_helper.to_array(inits[f"{node.target}.bias"]),
+                                      numpy_helper.to_array(qdq[f"{node.target}.bias"]))
+    corrected = fold_batchnorm(s.model)
+    by_path = dict(corrected.named_modules())
+    with torch.no_grad():
+        for node in s.graph.of_op("conv", "linear"):
+            by_path[node.target].bias.copy_(torch.from_numpy(plan.biases[node.name]))
+        ref = corrected(s.x).numpy()
+    out = _run(model, s.x)
+    assert out.shape == ref.shape and np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+    # every tensor TensorRT's parser creates for it is a named ONNX value: the input and node outputs
+    assert implicit_tensors(model) == [INPUT] + [o for n in model.graph.node for o in n.output]
+    assert [o.name for o in model.graph.output] == [OUTPUT]
+
+
+def test_a_gemm_cannot_be_covered_by_a_cache() -> None:
+    """A Gemm becomes a constant, a matrix multiply, a reshaped bias and an add in TensorRT's parser
+    (onnx-tensorrt, Gemm importer) whose tensors have made-up names: the FP32 file is not for implicit INT8."""
+    with pytest.raises(ValueError, match="cannot cover"):
+        implicit_tensors(_fp32("resnet20", "B"))
 
 
 def test_cpu_target_zero_points_are_uint8() -> None:

@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from edge_resnet.export.engine_key import version_code
 from edge_resnet.export.trtexec import REMOVED_IN_11_TRTEXEC, build_only_flag, trtexec_args
+
 from tests.export.tensorrt_api import plans, tables, trtexec_options
 from tests.export.util import install_trtexec_stand_in
 
