@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from edge_resnet.export.engine import attach_timing_cache
 
+from edge_resnet.export.engine import attach_timing_cache
 from tests.export.tensorrt_api import tables
 
 

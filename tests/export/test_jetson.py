@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from edge_resnet.export.jetson import JETPACKS, calib_cache_versions, dla_core_refusal
 
+from edge_resnet.export.jetson import JETPACKS, calib_cache_versions, dla_core_refusal
 from edge_resnet.runtime.tensorrt_backend import cuda_python_refusal
 
 ROOT = Path(__file__).resolve().parents[2]

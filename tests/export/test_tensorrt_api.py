@@ -14,8 +14,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from edge_resnet.export.build_plan import REMOVED_IN_11
 
+from edge_resnet.export.build_plan import REMOVED_IN_11
 from tests.export import tensorrt_api as api
 
 FOUND = api.scan()

@@ -4,15 +4,19 @@ for, and the stand-in that the build_engine.sh tests run refuses everything else
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from edge_resnet.errors import ConfigError
+from edge_resnet.export.build_plan import BuildOptions, plan_build
 from edge_resnet.export.engine_key import version_code
 from edge_resnet.export.trtexec import REMOVED_IN_11_TRTEXEC, build_only_flag, trtexec_args
-
+from edge_resnet.runtime.manifest import load_manifest
 from tests.export.tensorrt_api import plans, tables, trtexec_options
-from tests.export.util import install_trtexec_stand_in
+from tests.export.util import install_trtexec_stand_in, one_line_error, run_cli
 
 VERSIONS = list(trtexec_options())
 
@@ -110,3 +114,33 @@ def test_api_tables_are_the_versions_the_plan_covers() -> None:
     for version in tables():
         assert plans(version), version
     assert "NVIDIA/TensorRT at tag 8.5.2" in tables()["8.5.2"].origin  # no 8.5 wheel on PyPI: from source
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_trtexec_cmd_lines_run_on_that_trtexec(version: str, prebuilt_bundle: Path, tmp_path: Path) -> None:
+    """What `edge-resnet trtexec-cmd --trt <version>` prints, executed as printed (cd, the cache retag,
+    trtexec) against that version's stand-in: every precision, with and without DLA. Where the plan
+    refuses DLA the command prints nothing and fails with one line instead."""
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    install_trtexec_stand_in(tmp_path / "bin")
+    files = set(load_manifest(prebuilt_bundle).files)
+    code = version_code(version)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "FAKE_TRT_CODE": str(code), "FAKE_DLA_CORES": "2"}
+    for precision in ("int8", "fp16", "fp32"):
+        for dla in (None, 0) if precision != "fp32" else (None,):
+            extra = ["--dla", str(dla)] if dla is not None else []
+            rc, out, err = run_cli("trtexec-cmd", str(prebuilt_bundle), "--trt", version, "--gpu",
+                                   "NVIDIA Jetson AGX Orin Developer Kit", "--precision", precision, *extra)
+            try:
+                plan_build(version, BuildOptions(precision=precision, dla_core=dla), files)
+            except ConfigError:  # the plan refuses (no DLA in this TensorRT): so does the command, in one line
+                one_line_error(rc, out, err, "has no DLA support")
+                continue
+            assert rc == 0, err
+            done = subprocess.run(["bash", "-euo", "pipefail", "-c", out], cwd=tmp_path, capture_output=True,
+                                  text=True, timeout=120, env=env)
+            assert done.returncode == 0, (version, precision, dla, out, done.stdout, done.stderr)
+            assert f"&&&& PASSED TensorRT.trtexec [TensorRT v{code}]" in done.stdout
+            engine = next(a.split("=", 1)[1] for a in out.split() if a.startswith("--saveEngine="))
+            assert (prebuilt_bundle / engine).read_bytes() == b"stand-in engine bytes"
