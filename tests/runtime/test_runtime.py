@@ -294,9 +294,10 @@ def test_manifest_fields_and_checksums(run_dir: Path, tmp_path: Path) -> None:
     assert set(m.files) == set(FILES.values()) - {"manifest.json"}
     assert m.int8 is not None
     assert {name: entry["target"] for name, entry in m.int8["models"].items()} == {
-        FILES["tensorrt"]: "tensorrt", FILES["cpu"]: "cpu"}
+        FILES["tensorrt"]: "tensorrt", FILES["cpu"]: "cpu", FILES["implicit"]: "implicit"}
     assert "zero point 0" in m.int8["models"][FILES["tensorrt"]]["definition"]
     assert "uint8" in m.int8["models"][FILES["cpu"]]["definition"]
+    assert "calib.cache" in m.int8["models"][FILES["implicit"]]["definition"]
     assert SUPPORTED_FORMATS == (MANIFEST_FORMAT,)  # the runtime reads what the pipeline writes
 
     tampered = _copy_run(run_dir, tmp_path / "tampered")
