@@ -29,7 +29,7 @@ sys.exit(1)
 """
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def cuda_available() -> bool:
     """A CUDA device the driver can see (no torch, no CUDA toolkit needed)."""
     try:
@@ -38,7 +38,7 @@ def cuda_available() -> bool:
         return False
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def tensorrt_importable() -> bool:
     """``import tensorrt`` works (the PyPI placeholder package, for one, is found but does not import)."""
     if importlib.util.find_spec("tensorrt") is None:

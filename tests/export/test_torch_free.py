@@ -28,3 +28,16 @@ def test_tensorrt_tests_need_no_torch(tmp_path: Path) -> None:
     assert probe.returncode != 0 and "torch is blocked" in probe.stderr  # the block really held
     skipped = [ln for ln in done.stdout.splitlines() if ln.startswith("SKIPPED")]
     assert skipped and all("needs TensorRT" in ln or "needs a CUDA GPU" in ln for ln in skipped), out[-4000:]
+
+
+def test_tensorrt_tests_run_on_python_3_8() -> None:
+    """JetPack 5's Python is 3.8: the files the TensorRT tests load there need nothing newer (vermin)."""
+    import shutil
+
+    vermin = shutil.which("vermin", path=str(Path(sys.executable).parent))
+    assert vermin, "vermin is part of the dev extra"
+    files = [ROOT / "tests" / "conftest.py", ROOT / "tests" / "export" / "conftest.py",
+             ROOT / "tests" / "export" / "util.py", ROOT / "tests" / "export" / "test_tensorrt_engine.py"]
+    done = subprocess.run([vermin, "--no-tips", "--violations", "-t=3.8-", "--backport", "dataclasses",
+                           *map(str, files)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
