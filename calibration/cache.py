@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import struct
 from collections.abc import Mapping
@@ -64,11 +65,12 @@ class Calibration:
         return {"format": FORMAT, **d}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], path: str | Path = "calib.json") -> Calibration:
-        if d.get("format") != FORMAT:
-            raise CalibrationCacheError(f"{path} is not an edge-resnet calibration file; delete it to recalibrate")
+    def from_dict(cls, d: Any, path: str | Path = "calib.json") -> Calibration:
+        """Raises CalibrationCacheError naming what is wrong; the caller adds what to do about it."""
+        if not isinstance(d, Mapping) or d.get("format") != FORMAT:
+            raise CalibrationCacheError(f"{path} is not an edge-resnet calibration file (calib.json)")
         try:
-            return cls(
+            calib = cls(
                 method=str(d["method"]), amax={str(k): float(v) for k, v in d["amax"].items()},
                 images=int(d["images"]), skipped=int(d.get("skipped", 0)),
                 percentile=None if d.get("percentile") is None else float(d["percentile"]),
@@ -80,7 +82,13 @@ class Calibration:
                 selection={str(k): db_from_json(v) for k, v in d.get("selection", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise CalibrationCacheError(f"{path} is damaged ({e}); delete it to recalibrate") from None
+            what = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split()) or type(e).__name__
+            raise CalibrationCacheError(f"{path} is a damaged calibration file ({what})") from None
+        bad = next((k for k, v in calib.amax.items() if not math.isfinite(v) or v < 0), None)
+        if not calib.amax or bad is not None:
+            what = "no ranges" if bad is None else f"range {calib.amax[bad]} for {bad}"
+            raise CalibrationCacheError(f"{path} is a damaged calibration file ({what})")
+        return calib
 
     def settings(self) -> dict[str, Any]:
         """What must match for the ranges to be reusable, besides the fingerprints."""
@@ -92,13 +100,29 @@ def save_calibration(path: str | Path, calib: Calibration) -> None:
 
 
 def load_calibration(path: str | Path) -> Calibration:
+    """Read a calib.json.
+
+    Raises:
+        CalibrationCacheError: missing, unreadable, or not (or no longer) a calib.json; the message
+            says what is wrong, the caller what to do (a pinned file is the user's, one in the run
+            directory is ours to recompute).
+    """
     path = Path(path)
     try:
-        d = json.loads(path.read_text())
+        text = path.read_bytes()
     except FileNotFoundError:
         raise CalibrationCacheError(f"no calibration file at {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CalibrationCacheError(f"cannot read {path} ({e}); delete it to recalibrate") from None
+    except IsADirectoryError:
+        raise CalibrationCacheError(f"{path} is a folder, not a calib.json") from None
+    except OSError as e:
+        raise CalibrationCacheError(f"cannot read {path} ({e.strerror or e})") from None
+    if text.startswith(b"TRT-"):
+        raise CalibrationCacheError(f"{path} is a TensorRT calibration cache (calib.cache), not a calib.json")
+    try:
+        d = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        where = f"line {e.lineno}" if isinstance(e, json.JSONDecodeError) else "its bytes"
+        raise CalibrationCacheError(f"{path} is not a calib.json (not JSON, or cut short: {where})") from None
     return Calibration.from_dict(d, path)
 
 
@@ -149,7 +173,10 @@ def read_trt_cache(text: str) -> tuple[str, dict[str, float]]:
     scales = {}
     for ln in lines[1:]:
         name, sep, value = ln.rpartition(": ")
-        if not sep:
-            raise CalibrationCacheError(f"bad calibration cache line {ln!r}")
-        scales[name] = struct.unpack(">f", bytes.fromhex(value))[0]
+        try:
+            if not sep:
+                raise ValueError("no ': '")
+            scales[name] = struct.unpack(">f", bytes.fromhex(value))[0]
+        except (ValueError, struct.error):
+            raise CalibrationCacheError(f"bad calibration cache line {ln[:80]!r} (expected '<tensor>: <8 hex digits>')") from None
     return lines[0], scales

@@ -7,7 +7,7 @@ only connects the collector to the calibrators and records what the ranges came 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 
@@ -89,13 +89,17 @@ def graph_fingerprint(graph: Graph) -> str:
 
 
 def check_reusable(calib: Calibration, *, model: str, data: str | None, method: str, percentile: float,
-                   bins: int) -> str | None:
+                   bins: int, tensors: Collection[str] = ()) -> str | None:
     """Why ``calib`` cannot be reused for this model/data/settings, or None if it can.
 
-    ``data`` None skips the data check (a pinned calibration used without calibration data).
+    ``data`` None skips the data check (a pinned calibration used without calibration data);
+    ``tensors`` are the names the ranges must cover (the graph's).
     """
     if calib.fingerprint.get("model") != model:
         return "it was computed for other model weights"
+    missing = sorted(set(tensors) - set(calib.amax))
+    if missing:
+        return f"it has no range for {len(missing)} of the model's {len(set(tensors))} tensors (e.g. {missing[0]})"
     if data is not None and calib.fingerprint.get("data") != data:
         return "it was computed on other calibration data (or another --num-calib / seed / preprocessing)"
     want = {"method": method, "percentile": percentile if method in ("percentile", "auto") else None, "bins": bins}

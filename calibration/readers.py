@@ -60,11 +60,11 @@ class _DatasetItems:
 
     dataset: Any  # a torch Dataset whose samples are (PIL image, label) or None
 
-    def read_all(self, count: int) -> Iterator[Image.Image | None]:
+    def read_all(self, count: int, warn: Callable[..., None]) -> Iterator[Image.Image | None]:
         for i in range(count):
             sample = self.dataset[i]
             if sample is None:
-                log.warning("skipping unreadable dataset sample %d", i)
+                warn("skipping unreadable dataset sample %d", i)
                 yield None
             else:
                 yield sample[0]
@@ -76,12 +76,12 @@ class _FileItems:
 
     paths: tuple[Path, ...]
 
-    def read_all(self, count: int) -> Iterator[Image.Image | None]:
+    def read_all(self, count: int, warn: Callable[..., None]) -> Iterator[Image.Image | None]:
         for path in self.paths[:count]:
             try:
                 yield open_rgb(path)
             except _DECODE_ERRORS as e:
-                log.warning("skipping unreadable calibration image %s (%s)", path, e)
+                warn("skipping unreadable calibration image %s (%s)", path, e)
                 yield None
 
 
@@ -92,14 +92,14 @@ class _VideoItems:
     path: Path
     frames: tuple[int, ...]  # sorted, unique
 
-    def read_all(self, count: int) -> Iterator[Image.Image | None]:
+    def read_all(self, count: int, warn: Callable[..., None]) -> Iterator[Image.Image | None]:
         import cv2
 
         wanted = self.frames[:count]
         cap = cv2.VideoCapture(str(self.path))
         try:
             if not cap.isOpened():
-                log.warning("could not reopen video %s; its %d selected frames are skipped", self.path, len(wanted))
+                warn("could not reopen video %s; its %d selected frames are skipped", self.path, len(wanted))
                 yield from (None for _ in wanted)
                 return
             pos = 0  # index of the frame the next grab() returns
@@ -109,7 +109,7 @@ class _VideoItems:
                     pos += 1
                 if pos < index or not cap.grab():
                     missing = len(wanted) - k
-                    log.warning(
+                    warn(
                         "video %s ended before frame %d (%d frames read); %d selected frame(s) skipped",
                         self.path, index, pos, missing,
                     )
@@ -118,7 +118,7 @@ class _VideoItems:
                 pos += 1
                 ok, frame = cap.retrieve()
                 if not ok or frame is None:
-                    log.warning("skipping frame %d of %s: it failed to decode", index, self.path)
+                    warn("skipping frame %d of %s: it failed to decode", index, self.path)
                     yield None
                     continue
                 yield Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
@@ -146,6 +146,7 @@ class CalibrationData:
         self._count, self._items, self._transform = count, items, transform
         self.images = 0
         self.skipped = 0
+        self._passes = 0
 
     def __len__(self) -> int:
         return self._count
@@ -162,8 +163,11 @@ class CalibrationData:
         if batch_size < 1:
             raise DataError(f"calibration batch size must be >= 1, got {batch_size}")
         self.images = self.skipped = 0
+        # every pass reads the same items: say what is unreadable on the first one only
+        warn = log.warning if self._passes == 0 else log.debug
+        self._passes += 1
         pending: list[torch.Tensor] = []
-        for img in self._items.read_all(self._count):
+        for img in self._items.read_all(self._count, warn):
             if img is None:
                 self.skipped += 1
                 continue
@@ -181,8 +185,8 @@ class CalibrationData:
                 "check the files (see the warnings above) or pass other calibration data"
             )
         if self.skipped:
-            log.warning("calibration used %d of %d items of %s; %d unreadable ones were skipped",
-                        self.images, self._count, self.name, self.skipped)
+            warn("calibration used %d of %d items of %s; %d unreadable ones were skipped",
+                 self.images, self._count, self.name, self.skipped)
 
 
 # ----------------------------------------------------------------------------- opening a source

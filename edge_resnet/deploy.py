@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,13 @@ def _validation_samples(manifest: Manifest, data: str | None, samples: int, seed
 
 
 def make_bundle(run_dir: str | Path, output: str | Path | None = None, *, data: str | None = None,
-                samples: int = DEFAULT_SAMPLES, build: BuildOptions | None = None, seed: int = 0) -> BundleResult:
+                samples: int = DEFAULT_SAMPLES, build: BuildOptions | None = None, seed: int = 0,
+                force: bool = False) -> BundleResult:
     """Write the Jetson bundle of a run directory (see ``edge_resnet.export.bundle``) and its .tar.gz.
 
     The validation set is ``samples`` images of the held-out test split (drawn with ``seed``),
     stored as cropped pixels, with the labels and the FP32 ONNX model's logits (ONNX Runtime, CPU).
+    An existing bundle of another model at ``output`` is refused unless ``force``.
 
     Raises:
         EdgeResNetError: no run directory/manifest, files changed since the export, no ONNX model,
@@ -123,7 +126,7 @@ def make_bundle(run_dir: str | Path, output: str | Path | None = None, *, data: 
     out = Path(output) if output is not None else run.parent / f"{run.name}-bundle"
     folder, archive = write_bundle(manifest.run_dir, raw, out, script=script, validation_info=info,
                                    validation={"pixels": pixels, "labels": labels, "logits": logits.astype(np.float32)},
-                                   extra=_versioned_caches(manifest))
+                                   extra=_versioned_caches(manifest), force=force)
     files = tuple(sorted(p.name for p in folder.iterdir()))
     return BundleResult(folder=folder, archive=archive, files=files, samples=len(labels), fp32_top1=fp32_top1,
                         seconds=time.perf_counter() - start)
@@ -155,11 +158,23 @@ def open_bundle(path: str | Path, into: str | Path | None = None) -> Manifest:
     """
     path = Path(path)
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
-        path = safe_extract(path, into)
+        path = safe_extract(path, into, check=_unpacked_checker(path))
         log.info("bundle in %s", path)
     manifest = load_manifest(path)
     manifest.verify()
     return manifest
+
+
+def _unpacked_checker(archive: Path) -> Callable[[Path, str], None]:
+    """Every checksum of a bundle unpacked to a temporary folder, before it may take its final name."""
+
+    def check(folder: Path, name: str) -> None:
+        try:
+            load_manifest(folder).verify()
+        except EdgeResNetError as e:  # name the archive's member, not the temporary folder
+            raise EdgeResNetError(str(e).replace(str(folder), f"{archive}:{name}") + "; nothing was unpacked") from None
+
+    return check
 
 
 def _validation(manifest: Manifest) -> tuple[ValidationSet, dict[str, Any]]:
@@ -180,8 +195,14 @@ def _judge(manifest: Manifest, backend: Any, model: str, precision: str,
 
 
 def _forget_report(manifest: Manifest) -> None:
-    """A check starts: an earlier verdict must not outlive it if this one fails before writing its own."""
-    (manifest.run_dir / REPORT).unlink(missing_ok=True)
+    """A check starts: an earlier verdict must not outlive it if this one fails before writing its own.
+    The folder must take the new report (and engines): a read-only copy fails here, before any work."""
+    atomic.check_writable_dir(manifest.run_dir, f"the bundle folder {manifest.run_dir}")
+    try:
+        (manifest.run_dir / REPORT).unlink(missing_ok=True)
+    except OSError as e:
+        raise EdgeResNetError(f"cannot replace {manifest.run_dir / REPORT} ({e.strerror or e}); copy the bundle to "
+                              "a folder you can write") from None
 
 
 def _write_report(manifest: Manifest, result: ValidationResult, extra: dict[str, Any]) -> Path:
@@ -233,6 +254,7 @@ def build_and_check(bundle: str | Path, options: BuildOptions, *, rebuild: bool 
     from edge_resnet.export.engine import build_engine, engine_key, plan_for
 
     manifest = open_bundle(bundle)
+    _check_timing_cache(manifest.run_dir, options)
     _forget_report(manifest)
     system = system or probe_system()
     plan = plan_for(manifest.run_dir, options, system, listed=set(manifest.files))
@@ -257,6 +279,12 @@ def build_and_check(bundle: str | Path, options: BuildOptions, *, rebuild: bool 
                     "with `edge-resnet bundle` to check it", manifest.run_dir)
         return DeviceCheck(result=None, report=None, engine=engine, action=decision.action)
     return _check_engine(manifest, engine, system, action=decision.action, build_seconds=seconds)
+
+
+def _check_timing_cache(folder: Path, options: BuildOptions) -> None:
+    """The build reads and rewrites the timing cache: a folder or an unwritable path fails before the build."""
+    if options.timing_cache:
+        atomic.check_writable_file(folder / options.timing_cache, f"--timing-cache {options.timing_cache}")
 
 
 def verify_engine(bundle: str | Path, engine: str | Path, *, rebuild: bool = True,

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from edge_resnet.calibration.cache import (
     DEFAULT_CACHE_TENSORRT,
     Calibration,
+    CalibrationCacheError,
     load_calibration,
     save_calibration,
     trt_cache_header,
@@ -37,11 +38,12 @@ from edge_resnet.calibration.calibrators import METHODS
 from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
 from edge_resnet import __version__, atomic
 from edge_resnet.data import Transformed, collate_skip_none, dataset_name, eval_transform, load_dataset
-from edge_resnet.errors import ConfigError, DataError, EdgeResNetError
+from edge_resnet.errors import CheckpointError, ConfigError, DataError, EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models.graph import INPUT, OUTPUT, trace
 from edge_resnet.quant import QuantSim, make_plan
 from edge_resnet.quant.select import pick, score_calibrations
+from edge_resnet.runs import DEVICE_FILES, TRAINING_FILES, describe, folder_files, foreign_run
 from edge_resnet.training.checkpoint import Checkpoint, load_checkpoint
 from edge_resnet.training.evaluate import check_classes
 from edge_resnet.training.loop import resolve_device
@@ -55,6 +57,8 @@ TARGET_CHOICES: tuple[str, ...] = ("all", "tensorrt", "cpu")
 MANIFEST_FORMAT = "edge-resnet/manifest-1"
 # exit status of a run whose report says an accuracy check failed (1 is any error, 2 a usage error)
 EXIT_TOLERANCE = 3
+# fewer calibration images than this get a warning, and the gate's INT8 failures name the count
+SMALL_CALIBRATION = 100
 
 INT8_DEFINITIONS = {
     "tensorrt": "symmetric int8, zero point 0; activations per tensor (amax/127), weights per output "
@@ -116,6 +120,7 @@ class ExportOptions:
     output: str | None = None
     batch_size: int = 64
     device: str = "cpu"
+    force: bool = False  # replace the run of another model in ``output`` (edge_resnet.runs)
 
     def validate(self) -> None:
         if self.calib_method not in ("auto", *METHODS):
@@ -173,18 +178,28 @@ def resolve_checkpoint(opts: ExportOptions, train_monitor: Any = None) -> tuple[
         if not path.exists():
             raise EdgeResNetError(f"no checkpoint at {path}; pass a model.pt written by `edge-resnet train`, "
                                   "or a model name such as resnet20")
+        stopped = _unfinished(path.parent) if path.name == FILES["checkpoint"] else None
+        if stopped:
+            log.warning("the training in %s stopped after epoch %d of %d; exporting its best checkpoint so far "
+                        "(to finish it first: edge-resnet train --resume --output %s)", path.parent, *stopped,
+                        path.parent)
         return path, False
     arch = opts.model or "resnet20"
     get_spec(arch)  # an unknown name fails here, listing the valid ones
     run_dir = Path("runs") / f"{arch}-{dataset_name(opts.data)}"
     path = run_dir / FILES["checkpoint"]
-    if path.exists():
+    # model.pt exists from the first epoch on: a training killed later must be finished, not exported
+    stopped = _unfinished(run_dir)
+    if path.exists() and not stopped:
         return path, False
     from edge_resnet.training import TrainConfig, train
 
     cfg = TrainConfig(model=arch, data=opts.data, output=str(run_dir))
     resume = (run_dir / "last.pt").exists()
-    if resume:
+    if stopped:
+        log.warning("the training in %s stopped after epoch %d of %d (interrupted): resuming it from %s "
+                    "until it finishes", run_dir, *stopped, run_dir / "last.pt")
+    elif resume:
         log.warning("no checkpoint at %s, but an interrupted training left %s: resuming it",
                     path, run_dir / "last.pt")
     else:
@@ -192,6 +207,18 @@ def resolve_checkpoint(opts: ExportOptions, train_monitor: Any = None) -> tuple[
                     path, arch, dataset_name(opts.data))
     train(cfg, resume=resume, monitor=train_monitor)
     return path, True
+
+
+def _unfinished(run_dir: Path) -> tuple[int, int] | None:
+    from edge_resnet.training.loop import unfinished
+
+    try:
+        return unfinished(run_dir)
+    except CheckpointError:
+        last = run_dir / "last.pt"
+        raise CheckpointError(f"{last} (the training state of {run_dir}) is not a readable checkpoint, so whether "
+                              f"its training finished is unknown; delete it to export {run_dir / 'model.pt'} as it "
+                              "is") from None
 
 
 def _verification_data(ckpt: Checkpoint, opts: ExportOptions, path: Path):
@@ -229,22 +256,29 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
     device = resolve_device(opts.device)
     if opts.output is not None and Path(opts.output).exists() and not Path(opts.output).is_dir():
         raise ConfigError(f"--output {opts.output} is a file; it must be a (new or existing) directory")
+    if opts.output is not None:  # before a first-time training: its minutes would be lost
+        atomic.check_writable_dir(opts.output, f"--output {opts.output}")
     ckpt_path, trained = resolve_checkpoint(opts, train_monitor)
-    if opts.output is None and ckpt_path.name != FILES["checkpoint"]:
+    if ckpt_path.name != FILES["checkpoint"] and ckpt_path.resolve().parent == Path(opts.output or
+                                                                                      ckpt_path.parent).resolve():
         raise ConfigError(f"exporting {ckpt_path} into its own directory would replace the "
                           f"{FILES['checkpoint']} there; pass --output DIR for this export")
     ckpt = load_checkpoint(ckpt_path)
     run_dir = Path(opts.output) if opts.output else ckpt_path.parent
+    atomic.check_writable_dir(run_dir, f"--output {run_dir}" if opts.output else
+                              f"the checkpoint's folder {run_dir} (the default --output)")
+    replaced = _check_owner(run_dir, ckpt_path, ckpt, opts.force)
     data = _verification_data(ckpt, opts, ckpt_path)
     calib_source = _open_calibration_source(ckpt, opts) if opts.int8 and not opts.calib else None
-    pinned = load_calibration(opts.calib) if opts.calib else None
+    pinned = _pinned_calibration(opts.calib) if opts.calib else None
 
     model = ckpt.build_model()
     folded = fold_batchnorm(model).to(device)  # calibration and the simulation run where asked
     graph = trace(folded)
     fingerprint = graph_fingerprint(graph)
     if pinned is not None:
-        why = check_reusable(pinned, model=fingerprint, data=None, **pinned.settings())
+        why = check_reusable(pinned, model=fingerprint, data=None, tensors=[n.name for n in graph],
+                             **pinned.settings())
         if why:
             raise EdgeResNetError(f"--calib {opts.calib} does not fit this model: {why}; "
                                   "leave out --calib to recalibrate")
@@ -256,6 +290,10 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
 
     # ---- from here on files are written
     run_dir.mkdir(parents=True, exist_ok=True)
+    if replaced:
+        log.warning("--force: replacing the run of another model in %s (%s)", run_dir, ", ".join(replaced))
+        for name in replaced:
+            (run_dir / name).unlink(missing_ok=True)
     _remove_stale(run_dir, opts)
     files: dict[str, Path] = {}
     checkpoint_out = run_dir / FILES["checkpoint"]
@@ -307,6 +345,10 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
         labels = run_backends(backends, loader, on_batch=step)
     report = compare(backends, labels, reference="pytorch_fp32", tolerance=opts.tolerance, dataset=data.name,
                      split="test", sim_pair=("sim_int8", "onnxruntime_tensorrt") if "tensorrt" in plans else None)
+    if calib is not None:  # an INT8 miss is often the calibration set: name it
+        small = f", fewer than {SMALL_CALIBRATION}: calibrate on more" if calib.images < SMALL_CALIBRATION else ""
+        report.failures = [f"{f}; its ranges come from {calib.images} calibration images of {calib.data}{small}"
+                           if "INT8" in f else f for f in report.failures]
     files["report_json"] = run_dir / FILES["report_json"]
     files["report_md"] = run_dir / FILES["report_md"]
     atomic.write_json(files["report_json"], report.to_dict())
@@ -316,6 +358,32 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
     atomic.write_json(files["manifest"], _manifest(ckpt, files, report, calib, lint, opts, cache_info))
     return ExportResult(run_dir, files, report, calib, calib_origin in ("run directory", "pinned"), trained,
                         lint)
+
+
+def _check_owner(run_dir: Path, ckpt_path: Path, ckpt: Checkpoint, force: bool) -> list[str]:
+    """Refuse to write into the run of another model (edge_resnet.runs) unless ``force``; returns the
+    files of that run that a forced export removes (empty when the folder is new or this model's)."""
+    def read(path: Path) -> tuple[str | None, str]:
+        other = load_checkpoint(path)
+        return other.extra.get("run_id"), describe(other.arch, other.num_classes, other.extra.get("dataset"))
+
+    why = foreign_run(run_dir, ckpt_path, run_id=ckpt.extra.get("run_id"), read_checkpoint=read)
+    if why is None:
+        return []
+    theirs = folder_files(run_dir, (*FILES.values(), *TRAINING_FILES, *DEVICE_FILES))
+    if not force:
+        raise ConfigError(f"{run_dir} holds the run of another model ({why}); exporting {ckpt_path} there would "
+                          f"replace it: pass another --output, or --force to replace that run's {len(theirs)} "
+                          f"files ({', '.join(theirs)})")
+    return theirs
+
+
+def _pinned_calibration(path: str) -> Calibration:
+    try:
+        return load_calibration(path)
+    except CalibrationCacheError as e:
+        raise CalibrationCacheError(f"--calib: {e}; pass a calib.json written by `edge-resnet export --int8`, "
+                                    "or leave out --calib to calibrate") from None
 
 
 def _remove_stale(run_dir: Path, opts: ExportOptions) -> None:
@@ -341,11 +409,11 @@ def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: C
     if existing.exists():
         try:
             previous = load_calibration(existing)
-        except EdgeResNetError as e:
-            log.warning("%s; recalibrating", e)
+        except CalibrationCacheError as e:  # our own derived file: say so and compute it again
+            log.warning("%s; recalibrating (it will be replaced)", e)
         else:
             why = check_reusable(previous, model=fingerprint, data=source.fingerprint, method=opts.calib_method,
-                                 percentile=opts.percentile, bins=previous.bins)
+                                 percentile=opts.percentile, bins=previous.bins, tensors=[n.name for n in graph])
             if why is None:
                 log.info("reusing %s (same weights, data and settings)", existing)
                 return previous, "run directory"
@@ -364,9 +432,11 @@ def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: C
         calib = pick(calibs, scores)
         calib.seconds = time.perf_counter() - start
         log.info("auto calibration: %s", ", ".join(f"{m} {s:.1f} dB" for m, s in scores.items()))
-    if calib.skipped:
-        log.warning("%d of %d calibration images could not be read and were skipped",
-                    calib.skipped, calib.skipped + calib.images)
+    if calib.images < SMALL_CALIBRATION:
+        log.warning("calibrating on only %d images%s: ranges measured on fewer than %d images miss the activations "
+                    "other images produce, so INT8 accuracy may drop; pass --calib-data with a few hundred images "
+                    "like the deployment's (TensorRT suggests about 500)", calib.images,
+                    f" ({calib.skipped} more could not be read)" if calib.skipped else "", SMALL_CALIBRATION)
     return calib, "fresh"
 
 
@@ -464,7 +534,7 @@ def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opt
         "format": MANIFEST_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {"arch": ckpt.arch, "shortcut": ckpt.shortcut, "num_classes": ckpt.num_classes,
-                  "trained_on": ckpt.extra.get("dataset")},
+                  "trained_on": ckpt.extra.get("dataset"), "run_id": ckpt.extra.get("run_id")},
         "input": {"name": INPUT, "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW"},
         "output": {"name": OUTPUT, "shape": ["batch", ckpt.num_classes], "dtype": "float32"},
         "preprocessing": ckpt.preprocessing.to_dict(),

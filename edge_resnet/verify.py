@@ -3,15 +3,18 @@
 Each backend produces logits for the same images. Against the PyTorch FP32 model we report
 top-1/top-5, top-1 agreement (the share of images whose predicted class is unchanged) and the
 logit SQNR in dB, 10 log10(sum ref^2 / sum (x - ref)^2): accuracy on an easy dataset hides
-quantization error, SQNR does not. The gate fails when a backend's top-1 drops by more than the
-tolerance, or when the simulation stops predicting the deployed INT8 model.
+quantization error, SQNR does not. The gate is about the files a user ships: it fails when the
+top-1 of a written model file (on ONNX Runtime) drops by more than the tolerance. Rows that are not
+files (the PyTorch simulation) and the simulation's agreement with the deployed INT8 model are
+reported, and a miss is a warning, never the verdict.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,7 +98,8 @@ class Report:
     rows: list[Row]
     sim_agreement: float | None = None  # simulated vs ONNX Runtime INT8 (TensorRT target)
     sim_sqnr_db: float | None = None  # the same pair's logits, ONNX Runtime as the reference
-    failures: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # the gate: shipped files out of tolerance
+    warnings: list[str] = field(default_factory=list)  # misses of what is not shipped (the simulation)
 
     @property
     def passed(self) -> bool:
@@ -108,6 +112,7 @@ class Report:
         return {
             "dataset": self.dataset, "split": self.split, "images": self.images,
             "tolerance_top1_points": self.tolerance, "passed": self.passed, "failures": list(self.failures),
+            "warnings": list(self.warnings),
             "sim_vs_onnxruntime_int8_agreement": self.sim_agreement,
             "sim_vs_onnxruntime_int8_sqnr_db": db_to_json(self.sim_sqnr_db),
             "min_sim_agreement": MIN_SIM_AGREEMENT,
@@ -140,8 +145,9 @@ class Report:
                          f"top-1 agreement (required >= {100 * MIN_SIM_AGREEMENT:.1f}%), "
                          f"logit SQNR {self.sim_sqnr_db:.1f} dB.")
         lines.append("")
-        lines.append(f"Tolerance: {self.tolerance:.2f} top-1 points. "
+        lines.append(f"Tolerance: {self.tolerance:.2f} top-1 points, checked on the written model files. "
                      + ("PASSED." if self.passed else "FAILED: " + "; ".join(self.failures)))
+        lines += [f"Warning (not part of the verdict): {w}" for w in self.warnings]
         return "\n".join(lines) + "\n"
 
 
@@ -168,8 +174,16 @@ def run_backends(backends: Sequence[Backend], batches: Iterable[tuple[torch.Tens
 
 
 def compare(backends: Sequence[Backend], labels: np.ndarray, *, reference: str, tolerance: float,
-            dataset: str, split: str, sim_pair: tuple[str, str] | None = None) -> Report:
-    """The report over logits already gathered by ``run_backends``; the gate is applied here."""
+            dataset: str, split: str, sim_pair: tuple[str, str] | None = None,
+            shipped: Collection[str] | None = None) -> Report:
+    """The report over logits already gathered by ``run_backends``; the gate is applied here.
+
+    Args:
+        shipped: keys of the backends that run a written model file, the only ones the gate judges
+            (default: every backend with a ``file`` other than the reference).
+    """
+    if shipped is None:
+        shipped = {b.key for b in backends if b.file is not None and b.key != reference}
     logits = {b.key: np.concatenate(b.logits) if b.logits else np.zeros((0, 0), np.float32) for b in backends}
     ref = logits[reference]
     ref_top1 = topk_accuracy(ref, labels, 1)
@@ -187,16 +201,22 @@ def compare(backends: Sequence[Backend], labels: np.ndarray, *, reference: str, 
         ))
     report = Report(dataset, split, len(labels), tolerance, rows)
     for r in rows:
-        if r.drop is not None and r.drop > tolerance:
-            report.failures.append(f"{r.name} lost {r.drop:.2f} top-1 points (tolerance {tolerance:.2f})")
+        if r.drop is not None and r.drop > tolerance + 1e-9:  # 100 * (1.0 - 0.99) is 1.0000000000000009
+            if r.file is not None and r.key in shipped:
+                report.failures.append(f"{r.name}, {Path(r.file).name}, lost {r.drop:.2f} top-1 points "
+                                       f"(tolerance {tolerance:.2f})")
+            else:
+                report.warnings.append(f"{r.name} lost {r.drop:.2f} top-1 points (tolerance {tolerance:.2f}); "
+                                       "it is not a file that ships")
     if sim_pair is not None and all(k in logits for k in sim_pair):
         sim, deployed = (logits[k] for k in sim_pair)
         report.sim_agreement = agreement(deployed, sim) if len(sim) else 1.0
         report.sim_sqnr_db = sqnr_db(deployed, sim)
         if report.sim_agreement < MIN_SIM_AGREEMENT:
-            report.failures.append(
+            report.warnings.append(
                 f"the simulation agrees with ONNX Runtime INT8 on only {100 * report.sim_agreement:.2f}% "
-                f"of top-1 predictions (needs {100 * MIN_SIM_AGREEMENT:.1f}%; logits {report.sim_sqnr_db:.1f} dB "
+                f"of top-1 predictions (expected >= {100 * MIN_SIM_AGREEMENT:.1f}%; logits {report.sim_sqnr_db:.1f} dB "
                 "apart: where the FP32 top-2 classes nearly tie, float rounding flips INT8 roundings and "
-                "the prediction; a better-trained model decides by larger margins)")
+                "the prediction; a better-trained model decides by larger margins), so the simulation's figures "
+                "(the calibrator choice) describe the written INT8 model less exactly")
     return report

@@ -26,9 +26,8 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -49,7 +48,8 @@ MAX_MANIFEST_BYTES = 16 << 20
 
 def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, validation: Mapping[str, np.ndarray],
                  validation_info: Mapping[str, Any], script: str,
-                 extra: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None) -> tuple[Path, Path]:
+                 extra: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
+                 force: bool = False) -> tuple[Path, Path]:
     """Write ``out_dir`` and ``out_dir``.tar.gz; returns (folder, archive).
 
     Args:
@@ -59,8 +59,8 @@ def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, v
         extra: further text files: name -> (text, manifest entry without checksums).
 
     The folder is assembled in a temporary sibling and renamed into place, so an interrupted run
-    leaves no half bundle under the final name. An existing bundle there is replaced; any other
-    existing folder is refused.
+    leaves no half bundle under the final name. An existing bundle of the same run or checkpoint there
+    is replaced; a bundle of another model only with ``force``; any other existing folder is refused.
     """
     out_dir = Path(out_dir)
     resolved, run_resolved = out_dir.resolve(), Path(run_dir).resolve()
@@ -69,6 +69,14 @@ def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, v
                               "beside the run (the default is <run>-bundle)")
     if out_dir.exists() and not is_bundle(out_dir):
         raise EdgeResNetError(f"{out_dir} exists and is not a bundle; choose another --output or remove it")
+    checkpoint_sha = ((manifest.get("files") or {}).get("model.pt") or {}).get("sha256")
+    if out_dir.exists() and not force:
+        other = read_bundle_manifest(out_dir)["bundle"]
+        same_run = other.get("source_run") and Path(str(other["source_run"])).resolve() == run_resolved
+        same_checkpoint = checkpoint_sha and other.get("source_checkpoint_sha256") == checkpoint_sha
+        if not (same_run or same_checkpoint):
+            raise EdgeResNetError(f"{out_dir} holds the bundle of another model (made from {other.get('source_run')}); "
+                                  "pass another --output, or --force to replace that bundle and its archive")
     if out_dir.parent.exists() and not out_dir.parent.is_dir():
         raise EdgeResNetError(f"cannot write {out_dir}: {out_dir.parent} is a file; choose another --output")
     files = {name: e for name, e in manifest["files"].items() if e.get("role") in BUNDLED_ROLES}
@@ -76,7 +84,7 @@ def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, v
         raise EdgeResNetError(f"{run_dir} has no ONNX model to bundle; run `edge-resnet export --int8` first")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        tmp = atomic.temp_dir(out_dir.parent, out_dir.name)
     except OSError as e:
         raise EdgeResNetError(f"cannot write the bundle at {out_dir} ({e.strerror or e}); choose another "
                               "--output") from None
@@ -101,7 +109,8 @@ def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, v
             entry["bytes"] = (tmp / name).stat().st_size
         bundle_manifest = {**manifest, "files": listed, "bundle": {
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "edge_resnet": __version__,
-            "source_run": str(run_dir), "validation": {"file": VALIDATION, **validation_info}}}
+            "source_run": str(run_dir), "source_checkpoint_sha256": checkpoint_sha,
+            "validation": {"file": VALIDATION, **validation_info}}}
         atomic.write_json(tmp / MANIFEST, bundle_manifest)
         for p in tmp.iterdir():
             p.chmod(0o755 if p.name == SCRIPT else 0o644)
@@ -151,13 +160,15 @@ def _member_path(name: str) -> PurePosixPath:
 
 
 def safe_extract(archive: str | Path, into: str | Path | None = None, *, max_bytes: int = MAX_BYTES,
-                 max_files: int = MAX_FILES) -> Path:
+                 max_files: int = MAX_FILES, check: Callable[[Path, str], None] | None = None) -> Path:
     """Unpack a bundle archive into ``into`` (default: beside the archive); returns the bundle folder.
 
     Only regular files and folders inside one top-level folder are accepted; anything else
     (absolute paths, ``..``, symbolic or hard links, devices, FIFOs), more than ``max_files``
     members or more than ``max_bytes`` in all refuses the whole archive before a byte is written.
-    The folder appears under its final name only when everything is unpacked. A folder of that name
+    The folder appears under its final name only when everything is unpacked and ``check`` (called
+    with the temporary folder and the final name; e.g. every checksum against the manifest) returned; when it raises,
+    the temporary folder is removed and nothing stays beside the archive. A folder of that name
     holding the same manifest (unpacked before, or the one the archive was made from) is returned
     as it is; the caller verifies its files against that manifest.
 
@@ -207,8 +218,12 @@ def safe_extract(archive: str | Path, into: str | Path | None = None, *, max_byt
         if target.exists():
             raise EdgeResNetError(f"{target} already exists (unpacked before?); pass that folder instead of the "
                                   "archive, or remove it to unpack again")
-        into.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=into))
+        try:
+            into.mkdir(parents=True, exist_ok=True)
+            tmp = atomic.temp_dir(into, name)
+        except OSError as e:
+            raise EdgeResNetError(f"cannot unpack {archive} into {into} ({e.strerror or e}); copy the archive to a "
+                                  "writable folder, or unpack it there with `tar xzf`") from None
         try:
             for m in members:
                 if not m.isfile():
@@ -224,6 +239,8 @@ def safe_extract(archive: str | Path, into: str | Path | None = None, *, max_byt
                                           "copy the archive again")
                 dest.chmod(0o755 if m.mode & 0o111 else 0o644)
             tmp.chmod(0o755)
+            if check is not None:
+                check(tmp, name)
             os.replace(tmp, target)
         except (tarfile.TarError, OSError, EOFError) as e:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -148,7 +148,7 @@ def test_tolerance_gate_exits_3_and_still_writes_the_report(ckpt: Path, tmp_path
     assert rc == EXIT_TOLERANCE == 3, captured.err
     assert "Traceback" not in captured.out + captured.err
     failed = [ln for ln in captured.err.splitlines() if ln.startswith("edge-resnet: accuracy check failed:")]
-    assert any("ONNX Runtime INT8 (TensorRT target) lost" in ln for ln in failed), captured.err
+    assert any("ONNX Runtime INT8 (TensorRT target), model.int8.onnx, lost" in ln for ln in failed), captured.err
     assert not any("FP32" in ln for ln in failed), failed
     report = json.loads((out / "report.json").read_text())
     assert report["passed"] is False and report["failures"]

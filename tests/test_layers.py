@@ -14,7 +14,7 @@ from tests.import_graph import closure, project
 
 # bottom to top; a module's layer is its subpackage (or module) under edge_resnet
 LAYERS = [
-    {"edge_resnet", "errors", "atomic", "_lazy", "contract", "imaging", "environment", "fp32"},
+    {"edge_resnet", "errors", "atomic", "runs", "_lazy", "contract", "imaging", "environment", "fp32"},
     {"models"}, {"data"}, {"training"}, {"fold"}, {"calibration"}, {"quant"}, {"export"}, {"verify"},
     {"runtime"}, {"bench"},
     {"experiments", "pipeline", "deploy"},

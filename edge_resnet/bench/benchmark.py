@@ -35,6 +35,7 @@ from edge_resnet.contract import BENCH_ROWS
 from edge_resnet.environment import describe
 from edge_resnet.errors import ConfigError, EdgeResNetError
 from edge_resnet.runtime.manifest import Manifest, load_manifest
+from edge_resnet.runs import MANIFEST, manifest_owner, read_manifest
 from edge_resnet.runtime.outputs import check_writable_dir
 
 
@@ -115,6 +116,7 @@ def benchmark_run(run_dir: str | Path, opts: BenchOptions | None = None) -> Benc
     batches = tuple(sorted(set(opts.batches)))
     # before minutes of measuring: the folder can be created and written (a probe that leaves nothing)
     check_writable_dir(output, f"--output {output}")
+    _check_not_another_run(output, manifest)
 
     environment = describe()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -133,6 +135,18 @@ def benchmark_run(run_dir: str | Path, opts: BenchOptions | None = None) -> Benc
     except OSError as e:  # probed above, but a disk can fill or a folder go during the run
         raise EdgeResNetError(f"cannot write the results into --output {output} ({e.strerror or e})") from None
     return result
+
+
+def _check_not_another_run(output: Path, manifest: Manifest) -> None:
+    """bench.json beside another model's manifest would describe the wrong model (and replace that run's own)."""
+    theirs = read_manifest(output)
+    if (output / MANIFEST).exists() and output.resolve() != manifest.run_dir.resolve():
+        ours = manifest_owner(manifest.data)
+        other = manifest_owner(theirs) if theirs is not None else None
+        if other is None or not ours.checkpoint_sha256 or other.checkpoint_sha256 != ours.checkpoint_sha256:
+            what = f"of {other.description}" if other is not None else "with an unreadable manifest.json"
+            raise ConfigError(f"--output {output} is the run or bundle folder of another model ({what}); its "
+                              f"bench.json would describe {manifest.run_dir}'s models: pass another --output")
 
 
 def plan(manifest: Manifest, requested: Sequence[str] | None) -> list[Job]:

@@ -78,12 +78,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = Path(args.model)
     if not model.exists() and args.model == str(DEFAULT_RUN / "model.pt"):
         raise EdgeResNetError(f"no checkpoint at {model}; train one with `edge-resnet train` or pass --model")
+    if args.json:  # before the evaluation, which may take minutes
+        atomic.check_writable_file(args.json, f"--json {args.json}")
     result, _ckpt, data = evaluate_checkpoint(model, data=args.data, split=args.split,
                                               batch_size=args.batch_size, device=args.device)
     print(format_eval(result, f"{data.name} {args.split}"))
     out = Path(args.json) if args.json else eval_json_path(model.parent, data.name, args.split)
-    atomic.write_json(out, {"checkpoint": str(model), "split": args.split, "dataset": data.name,
-                            **result.to_dict()})
+    try:
+        atomic.write_json(out, {"checkpoint": str(model), "split": args.split, "dataset": data.name,
+                                **result.to_dict()})
+    except OSError as e:  # beside the checkpoint: a read-only folder (or a disk that filled up meanwhile)
+        raise EdgeResNetError(f"cannot write {out} ({e.strerror or e}); the result is printed above, "
+                              "pass --json FILE to save it elsewhere") from None
     print(f"wrote {out}")
     return 0
 
@@ -96,7 +102,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         model=args.model, data=args.data, int8=args.int8, fp16=args.fp16, calib_data=args.calib_data,
         calib_method=args.calib_method, percentile=args.percentile, num_calib=args.num_calib,
         calib_seed=args.calib_seed, every=args.every, calib=args.calib, target=args.target,
-        tolerance=args.tolerance, output=args.output, batch_size=args.batch_size, device=args.device)
+        tolerance=args.tolerance, output=args.output, batch_size=args.batch_size, device=args.device,
+        force=args.force)
     result = export_run(opts, progress=progress_bar, train_monitor=ProgressMonitor())
     report = result.report
     calib = result.calibration
@@ -113,6 +120,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         violations = result.lint["tensorrt"]
         print("QDQ lint (TensorRT rules): " + (f"{len(violations)} violations" if violations else "clean"))
     print(f"wrote {result.run_dir}/: " + ", ".join(p.name for p in result.files.values()))
+    for w in report.warnings:
+        print(f"edge-resnet: warning: {w}", file=sys.stderr)
     if not report.passed:
         for f in report.failures:
             print(f"edge-resnet: accuracy check failed: {f}", file=sys.stderr)
@@ -124,7 +133,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bundle(args: argparse.Namespace) -> int:
     from edge_resnet.deploy import make_bundle
 
-    result = make_bundle(args.run, args.output, data=args.data, samples=args.samples, build=build_options(args))
+    result = make_bundle(args.run, args.output, data=args.data, samples=args.samples, build=build_options(args),
+                         force=args.force)
     print(f"bundle {result.folder} ({', '.join(result.files)})")
     print(f"archive {result.archive} ({result.archive.stat().st_size / 1e6:.1f} MB), sha256 in "
           f"{result.archive.name}.sha256")
@@ -231,6 +241,8 @@ def _export_options(p: argparse.ArgumentParser) -> None:
                         "model.int8.cpu.onnx (fastest on ONNX Runtime CPU); default: %(default)s")
     p.add_argument("--tolerance", type=float, default=1.0, help="allowed top-1 drop in points (default: %(default)s)")
     p.add_argument("--output", default=None, help="run directory (default: the checkpoint's)")
+    p.add_argument("--force", action="store_true", help="export into an --output that holds another model's run, "
+                                                        "replacing that run's files (refused without it)")
     p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="PyTorch side (default: %(default)s)")
 
@@ -240,6 +252,8 @@ def _bundle_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default=None, help="bundle folder (default: <run>-bundle beside the run)")
     p.add_argument("--data", default=None, help="the dataset the model was trained on (default: the bundled digits)")
     p.add_argument("--samples", type=int, default=256, help="validation samples (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace a bundle of another model at --output "
+                                                        "(refused without it)")
     add_build_options(p)
 
 

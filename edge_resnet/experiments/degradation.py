@@ -39,6 +39,10 @@ TAIL_FRACTION = 0.2
 # error differences below this many percentage points count as ties: near zero error they are a few images
 # (one training image of the digits is 0.08 points), not a verdict
 TIE_POINTS = 0.25
+# a model whose best error (validation, or training over the tail) stays above this fraction of the chance
+# error (1 - 1/classes) did not train: it is within a quarter of the way from chance to perfect, and no depth
+# comparison can be read from it
+NEAR_CHANCE = 0.75
 
 
 @dataclass
@@ -53,6 +57,16 @@ class ModelCurves:
     test_error: float
     best_epoch: int
     seconds: float
+    classes: int = 10  # of the dataset: chance error is 100 (1 - 1/classes)
+
+    @property
+    def chance_error(self) -> float:
+        return 100.0 * (1 - 1 / self.classes)
+
+    @property
+    def trained(self) -> bool:
+        """Whether the model learned anything: its best error is clearly below chance (see NEAR_CHANCE)."""
+        return min(min(self.val_error, default=100.0), self.tail_train_error) <= NEAR_CHANCE * self.chance_error
 
     @property
     def final_train_error(self) -> float:
@@ -76,6 +90,8 @@ class Comparison:
     holds_final: bool
     holds_tail: bool
     statement: str
+    # False when a model of the pair did not train (near chance): the statement then says "Inconclusive"
+    conclusive: bool = True
 
 
 @dataclass
@@ -98,7 +114,8 @@ class DegradationResult:
                        "tail_train_error": c.tail_train_error}
                 for name, c in self.curves.items()
             },
-            "verdict_rules": {"tail_fraction": TAIL_FRACTION, "tie_points": TIE_POINTS},
+            "verdict_rules": {"tail_fraction": TAIL_FRACTION, "tie_points": TIE_POINTS,
+                              "near_chance_fraction_of_chance_error": NEAR_CHANCE},
             "verdict": [asdict(c) for c in self.comparisons],
         }
 
@@ -145,7 +162,8 @@ def run_degradation(
 
     require_matplotlib()  # fail before an hour of training, not after
     out = Path(output)
-    taken = [m for m in models if (out / m / LAST).exists()]
+    atomic.check_writable_dir(out, f"--output {out}")
+    taken = [m for m in models if (out / m / LAST).exists() or (out / m / "model.pt").exists()]
     if taken:
         raise ConfigError(f"{out} already holds runs of {', '.join(taken)}; pass another --output or delete it")
     train_data = data
@@ -154,7 +172,8 @@ def run_degradation(
 
         train_data = str(write_train_subset(data, limit_train, out / f"data-train{limit_train}", seed=seed))
     # read once up front: a missing folder fails before any training, and the budget can be stated in SGD steps
-    n_train = len(load_dataset(train_data, seed=seed).train)
+    splits = load_dataset(train_data, seed=seed)
+    n_train = len(splits.train)
     config = {"data": data or "digits", "models": list(models), "shortcut": shortcut.upper(), "epochs": epochs,
               "seed": seed, "batch_size": batch_size, "limit_train": limit_train, "train_images": n_train,
               "sgd_steps": epochs * math.ceil(n_train / batch_size)}
@@ -173,7 +192,7 @@ def run_degradation(
             train_error=[round(100 * (1 - h.train_top1), 3) for h in result.history],
             val_error=[round(100 * (1 - h.val_top1), 3) for h in result.history],
             test_error=round(100 * (1 - result.test.top1), 3), best_epoch=result.best_epoch,
-            seconds=round(result.seconds, 1))
+            seconds=round(result.seconds, 1), classes=len(splits.classes))
     result = DegradationResult(config=config, curves=curves, comparisons=compare(curves),
                                seconds=time.perf_counter() - t0, machine=machine(), output=out)
     write_outputs(result)
@@ -209,6 +228,17 @@ def _compare(shallow: ModelCurves, deep: ModelCurves) -> Comparison:
     figures = (f"final training error {label_s} {final[0]:.2f}% vs {label_d} {final[1]:.2f}%; "
                f"mean over the last {TAIL_FRACTION:.0%} of epochs {tail[0]:.2f}% vs {tail[1]:.2f}%; "
                f"differences under {TIE_POINTS} points count as ties")
+    untrained = [c for c in (shallow, deep) if not c.trained]
+    if untrained:
+        question = f"Does {label_d} train {'at least as well as' if deep.residual else 'worse than'} {label_s}?"
+        who = " and ".join(_label(c) for c in untrained)
+        chance = shallow.chance_error
+        verdict = (f"Inconclusive: {who} did not train (best error above {NEAR_CHANCE * chance:.1f}%, three "
+                   f"quarters of the {chance:.0f}% error of chance with {shallow.classes} classes), so this budget "
+                   "says nothing about depth; train longer (more epochs, or a smaller --batch-size for more SGD "
+                   "steps).")
+        return Comparison(question=question, shallow=shallow.model, deep=deep.model, holds_final=False,
+                          holds_tail=False, statement=f"{verdict} ({figures})", conclusive=False)
     if not deep.residual:
         question = f"Does {label_d} train worse than {label_s}?"
         holds_final, holds_tail = final[1] > final[0] + TIE_POINTS, tail[1] > tail[0] + TIE_POINTS

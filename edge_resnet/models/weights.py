@@ -38,15 +38,32 @@ def load_file(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        refused = _refused_global(str(e))
         if refused is None:
             raise _unreadable(path, e) from None
         raise CheckpointError(
-            f"checkpoint {path} carries pickled Python objects and was refused ({refused.group(1)}); "
-            "if you trust it, re-save just its tensors: torch.save(sd, 'clean.pth') with sd a plain state dict"
+            f"checkpoint {path} was refused as unsafe: its pickle needs {refused}, which could run code when "
+            "loaded (nothing was run); if you trust it, re-save just its tensors: torch.save(sd, 'clean.pth') "
+            "with sd a plain state dict"
         ) from None
     except Exception as e:  # torch raises many types (IndexError, KeyError...) for damaged files
         raise _unreadable(path, e) from None
+
+
+# How torch's weights-only unpickler names what it refused (torch/_weights_only_unpickler.py): a global
+# that is not allow-listed, one from a blocked module (os, posix, subprocess...), an object of a class
+_REFUSALS = (r"Unsupported global: GLOBAL ([\w.]+)", r"unsupported GLOBAL ([\w.]+) whose module",
+             r"but got <class '([\w.]+)'>")
+
+
+def _refused_global(message: str) -> str | None:
+    """The global a weights-only load refused, as torch names it; None when it refused something else
+    (a damaged pickle: an unknown opcode, a string too long)."""
+    for pattern in _REFUSALS:
+        found = re.search(pattern, message)
+        if found is not None:
+            return found.group(1)
+    return None
 
 
 def _unreadable(path: Path, e: Exception) -> CheckpointError:

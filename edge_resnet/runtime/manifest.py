@@ -124,10 +124,18 @@ def load_manifest(run_dir_or_manifest: str | Path, *, verify: bool = False) -> M
     if not isinstance(raw, dict):
         raise EdgeResNetError(f"{path} is not a manifest (a JSON object was expected); re-export the run")
     fmt = raw.get("format")
+    if not str(fmt).startswith("edge-resnet/manifest-"):  # e.g. report.json or calib.json where a manifest is wanted
+        what = "no format field" if fmt is None else f"format {fmt!r}"
+        raise EdgeResNetError(f"{path} is not a manifest ({what}); pass a run directory written by "
+                              "`edge-resnet export` (or its manifest.json)")
     if fmt not in SUPPORTED_FORMATS:
         raise EdgeResNetError(f"{path} has format {fmt!r}, this runtime reads {', '.join(SUPPORTED_FORMATS)}; "
                               "export with the same edge-resnet version as the runtime")
-    manifest = _parse(raw, path)
+    try:
+        manifest = _parse(raw, path)
+    except (TypeError, ValueError, AttributeError) as e:  # a field of the wrong type, e.g. "bytes": "x"
+        raise EdgeResNetError(f"{path} is a damaged manifest ({_one_line(e)}); re-export the run with "
+                              "`edge-resnet export`") from None
     if verify:
         manifest.verify()
     return manifest
@@ -146,6 +154,8 @@ def _parse(raw: dict[str, Any], path: Path) -> Manifest:
     files = {}
     for name, e in files_raw.items():
         sha = need(e, "sha256", str, f"files.{name}.")
+        if "/" in name or "\\" in name or name in ("", ".", ".."):  # a file of the folder, never a path elsewhere
+            raise EdgeResNetError(f"{path} lists {name!r}, which is not a file name in its folder; re-export the run")
         files[name] = FileEntry(name=name, sha256=sha, bytes=int(e.get("bytes", -1)), role=str(e.get("role", "")),
                                 precision=e.get("precision"), target=e.get("target"))
     labels = need(raw, "labels", list, "")

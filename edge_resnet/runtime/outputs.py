@@ -9,65 +9,21 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from edge_resnet.atomic import check_writable_dir, check_writable_file, temp_path
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.runtime.classifier import Prediction
 
 # container -> the fourcc the stock OpenCV wheels and JetPack's OpenCV can both write
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 WINDOW = "edge-resnet"
-
-
-def check_writable_dir(path: str | os.PathLike[str], what: str) -> None:
-    """Raise EdgeResNetError unless folder ``path`` exists or can be created and a file can be written in it.
-
-    A probe: the missing folders are created, a temp file is written in the last one, and all of it
-    is removed again, so a run that fails later leaves nothing behind. ``what`` names the option in
-    the message (e.g. ``--output runs/x``).
-    """
-    path = Path(path)
-    created: list[Path] = []
-    doing = f"reach {path}"
-    try:
-        missing: list[Path] = []
-        ancestor = path
-        while not ancestor.is_dir():
-            if ancestor.exists() or ancestor.is_symlink():  # a file (or a dangling link) where a folder must be
-                raise EdgeResNetError(f"{what}: {ancestor} is a file, not a folder; pass a writable path")
-            missing.append(ancestor)
-            if ancestor.parent == ancestor:
-                break
-            ancestor = ancestor.parent
-        for folder in reversed(missing):
-            doing = f"create the folder {folder}"
-            folder.mkdir()
-            created.append(folder)
-        doing = f"write in {path}"
-        fd, probe = tempfile.mkstemp(prefix=".edge-resnet-probe-", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise EdgeResNetError(f"{what}: cannot {doing} ({e.strerror or e}); pass a writable path") from None
-    finally:
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-
-
-def check_writable_file(path: str | os.PathLike[str], what: str) -> None:
-    """Raise EdgeResNetError unless a file can be written at ``path`` (see ``check_writable_dir``)."""
-    path = Path(path)
-    if path.is_dir():
-        raise EdgeResNetError(f"{what}: {path} is a folder; pass a file name")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise EdgeResNetError(f"{what}: {path} exists and is not writable; pass another file name")
-    check_writable_dir(path.parent, what)
+__all__ = ["VideoSink", "check_writable_dir", "check_writable_file", "draw_overlay", "has_display", "jsonl_writer",
+           "show"]
 
 
 def has_display(cv2: Any) -> bool:
@@ -98,7 +54,7 @@ class VideoSink:
 
     def __init__(self, cv2: Any, path: str, fourcc: str | None, fps: float) -> None:
         self.cv2, self.path = cv2, Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.partial{self.path.suffix}")
+        self.tmp = temp_path(self.path, keep_suffix=True)  # the extension picks the container
         self.fourcc = fourcc or FOURCC[self.path.suffix.lower()]
         self.fps = fps
         self.writer: Any = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -108,6 +109,23 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{arch}-{dataset_name(cfg.data)}"
 
 
+def unfinished(run_dir: str | Path) -> tuple[int, int] | None:
+    """(epochs done, epochs planned) when ``run_dir`` holds a training run that stopped before its last
+    epoch (killed, interrupted); None when it finished or there is none.
+
+    Raises:
+        CheckpointError: its last.pt is unreadable.
+    """
+    last = Path(run_dir) / LAST
+    if not last.is_file():
+        return None
+    state = load_checkpoint(last).extra.get("train_state")
+    if not isinstance(state, dict):
+        return None
+    done, planned = int(state.get("epoch", 0)), int((state.get("config") or {}).get("epochs", 0))
+    return (done, planned) if done < planned else None
+
+
 def default_preprocessing(arch: str, data: DatasetSplits, input_size: int | None,
                           resampler: str | None = None) -> PreprocessSpec:
     """Crop to the model's input size; CIFAR nets see the whole image, ImageNet nets torchvision's
@@ -200,6 +218,8 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
     if _is_path(cfg.model) and cfg.weights:
         raise ConfigError("--weights and a checkpoint as --model both give starting weights; keep one")
     run_dir = Path(cfg.output) if cfg.output else default_run_dir(cfg)
+    if ctx.is_main:
+        atomic.check_writable_dir(run_dir, f"--output {run_dir}")
     state: dict[str, Any] | None = None
     if resume:
         last = run_dir / LAST
@@ -210,6 +230,9 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
         if not state:
             raise ConfigError(f"{last} has no training state to resume from")
         cfg = _check_resume(cfg, state["config"], explicit)
+    # names this training run in every checkpoint it writes (edge_resnet.runs: which run a folder belongs to)
+    run_id = str(state.get("run_id") or resumed.extra.get("run_id") or "") if state else ""
+    run_id = run_id or uuid.uuid4().hex
     use_cuda = device.type == "cuda"
     amp = use_cuda if cfg.amp is None else cfg.amp
     channels_last = use_cuda if cfg.channels_last is None else cfg.channels_last
@@ -232,6 +255,10 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
             f"{run_dir} already holds a training run; pass --resume to continue it, "
             "or --output DIR to train elsewhere"
         )
+    held = [n for n in (BEST, "manifest.json") if (run_dir / n).exists()]
+    if not resume and held:
+        raise ConfigError(f"{run_dir} already holds a model ({', '.join(held)}) that training would replace; "
+                          "pass --output DIR to train elsewhere")
     log.info("%s; run directory %s", data.summary(), run_dir)
 
     augment = cfg.augment if cfg.augment != "auto" else get_spec(arch).family
@@ -267,7 +294,7 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
     def make_checkpoint(extra: dict[str, Any]) -> Checkpoint:
         sd = {k: v.detach().cpu().contiguous() for k, v in unwrap(net).state_dict().items()}
         return Checkpoint(arch=arch, shortcut=shortcut, classes=data.classes, preprocessing=pre,
-                          state_dict=sd, extra={"dataset": data.name, "seed": cfg.seed, **extra})
+                          state_dict=sd, extra={"dataset": data.name, "seed": cfg.seed, "run_id": run_id, **extra})
 
     steps_per_epoch = len(train_loader)
     for epoch in range(start_epoch, cfg.epochs + 1):

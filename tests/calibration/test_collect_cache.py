@@ -254,6 +254,12 @@ def _damage(path: Path, how: str) -> None:
     if how == "truncated":
         path.write_text(text[: len(text) // 2])
         return
+    if how == "a TensorRT cache":
+        path.write_text(trt_cache_text({"input": 1.0}))
+        return
+    if how == "binary junk":
+        path.write_bytes(bytes(range(256)))
+        return
     d = json.loads(text)
     if how == "wrong format":
         d["format"] = "onnxruntime/calibration"
@@ -261,18 +267,44 @@ def _damage(path: Path, how: str) -> None:
         del d["amax"]
     elif how == "amax not a mapping":
         d["amax"] = [1.0, 2.0]
+    elif how == "a JSON list":
+        d = [d]
+    elif how == "negative range":
+        d["amax"][next(iter(d["amax"]))] = -1.0
+    elif how == "NaN range":
+        d["amax"][next(iter(d["amax"]))] = float("nan")
     path.write_text(json.dumps(d))
 
 
-@pytest.mark.parametrize("how", ["truncated", "wrong format", "missing amax", "amax not a mapping"])
-def test_damaged_calib_json_says_to_delete_it(tmp_path: Path, calibs: list[Calibration], how: str) -> None:
+DAMAGE = {"truncated": "cut short", "a TensorRT cache": "TensorRT calibration cache", "binary junk": "not a calib.json",
+          "wrong format": "not an edge-resnet calibration file", "missing amax": "no 'amax'",
+          "amax not a mapping": "damaged calibration file", "a JSON list": "not an edge-resnet calibration file",
+          "negative range": "range -1.0", "NaN range": "range nan"}
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_damaged_calib_json_says_what_is_wrong(tmp_path: Path, calibs: list[Calibration], how: str) -> None:
+    """The loader names the file and the damage, not a fix: the fix depends on whose file it is (a pinned
+    --calib is the user's own, the run directory's is recomputed; tests/test_cli_export.py)."""
     path = tmp_path / "calib.json"
     save_calibration(path, calibs[0])
     _damage(path, how)
-    with pytest.raises(CalibrationCacheError, match="delete it") as e:
+    with pytest.raises(CalibrationCacheError) as e:
         load_calibration(path)
     assert isinstance(e.value, EdgeResNetError)
-    assert str(path) in str(e.value)
+    assert str(path) in str(e.value) and DAMAGE[how] in str(e.value), str(e.value)
+    assert "delete" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_folder_is_not_a_calib_json(tmp_path: Path) -> None:
+    with pytest.raises(CalibrationCacheError, match="is a folder"):
+        load_calibration(tmp_path)
+
+
+@pytest.mark.parametrize("line", ["input 3c010204", "input: zz010204", "input: 3c01"])
+def test_damaged_trt_cache_line_is_named(line: str) -> None:
+    with pytest.raises(CalibrationCacheError, match="bad calibration cache line"):
+        read_trt_cache(f"TRT-8501-EntropyCalibration2\n{line}\n")
 
 
 def test_missing_calib_json(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ Every file is real: written with ``torch.save`` (or cut, or filled with garbage)
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -227,6 +228,21 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path: Path, payload: type) -
     torch.load(path, weights_only=False)
     assert marker.exists() and SIDE_EFFECTS == [str(marker)]
     SIDE_EFFECTS.clear()
+
+
+class _SystemPayload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_global_of_a_blocked_module_is_named_as_unsafe_not_as_damage(tmp_path: Path) -> None:
+    """torch words this refusal differently ("whose module posix is blocked"): still unsafe, still named."""
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": create_model("resnet8", num_classes=10).state_dict(), "x": _SystemPayload()}, path)
+    with pytest.raises(CheckpointError) as exc:
+        load_file(path)
+    assert "refused as unsafe" in str(exc.value) and "posix.system" in str(exc.value)
+    assert "truncated" not in str(exc.value)
 
 
 def test_argparse_namespace_in_a_checkpoint_is_refused(tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ def test_file_every_frame_classified_as_the_classifier_does(run_dir: Path, video
     # the overlay (label, score, FPS on a black box) is in the top-left corner, the rest is the frame
     diff = np.abs(written[5].astype(int) - frames[5].astype(int)).mean(axis=2)
     assert diff[:30, :60].mean() > 40 and diff[200:, 200:].mean() < 6
-    assert not list(saved.parent.glob(".*partial*"))  # the temp name is gone
+    assert not list(saved.parent.glob(".*.tmp*"))  # the temp name is gone
     s = json.loads(summary.read_text())
     assert (s["frames"], s["read"], s["dropped"], s["end"], s["model"]) == (36, 36, 0, "end of file",
                                                                           "model.int8.cpu.onnx")
