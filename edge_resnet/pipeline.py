@@ -10,6 +10,7 @@ report is written even when the gate fails.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import platform
 import shutil
@@ -29,6 +30,7 @@ from edge_resnet.calibration.calibrate import calibrate_methods, check_reusable,
 from edge_resnet.calibration.calibrators import METHODS
 from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
 from edge_resnet import __version__, atomic
+from edge_resnet.data.datasets import BUNDLED
 from edge_resnet.data import Transformed, collate_skip_none, dataset_name, eval_transform, load_dataset
 from edge_resnet.errors import ConfigError, DataError, EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
@@ -176,6 +178,14 @@ def resolve_checkpoint(opts: ExportOptions, train_monitor: Any = None) -> tuple[
     return path, True
 
 
+def _bundled_default(ckpt: Checkpoint, opts: ExportOptions) -> ExportOptions:
+    """A model trained on a bundled dataset other than the digits verifies on that one by default."""
+    trained_on = ckpt.extra.get("dataset")
+    if opts.data is None and trained_on in BUNDLED and trained_on != "digits":
+        return dataclasses.replace(opts, data=trained_on)
+    return opts
+
+
 def _verification_data(ckpt: Checkpoint, opts: ExportOptions, path: Path):
     trained_on = ckpt.extra.get("dataset")
     if opts.data is None and trained_on not in (None, "digits"):
@@ -216,6 +226,7 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
         raise ConfigError(f"exporting {ckpt_path} into its own directory would replace the "
                           f"{FILES['checkpoint']} there; pass --output DIR for this export")
     ckpt = load_checkpoint(ckpt_path)
+    opts = _bundled_default(ckpt, opts)
     run_dir = Path(opts.output) if opts.output else ckpt_path.parent
     data = _verification_data(ckpt, opts, ckpt_path)
     calib_source = _open_calibration_source(ckpt, opts) if opts.int8 and not opts.calib else None
