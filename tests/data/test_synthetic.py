@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from edge_resnet.data import dataset_name, load_dataset
-from edge_resnet.data.digits import DIGITS_FRACTIONS, read_digits
 from edge_resnet.data.datasets import stratified_split
+from edge_resnet.data.digits import DIGITS_FRACTIONS, read_digits
 from edge_resnet.data.synthetic import NAME, SCENES_PER_DIGIT, SIZE, render
 
 # sha256 of the first 32 scenes of each split (seed 0), and their first labels

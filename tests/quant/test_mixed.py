@@ -14,9 +14,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
 from edge_resnet.export.lint import errors, lint_model
 from edge_resnet.export.onnx_writer import build_onnx
+
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models import create_model
 from edge_resnet.models.graph import INPUT, OUTPUT, trace
