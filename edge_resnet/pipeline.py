@@ -453,7 +453,7 @@ def _mixed_markdown(mixed: dict[str, Any]) -> str:
     if fb is not None:
         lines += ["", f"Fallback (on {fb['data']}, FP32 top-1 {fb['fp32_top1']:.2f}%): {fb['reason']}.", "",
                   "| float beyond the start | top-1 drop (points) | logit SQNR dB |", "|---|---|---|"]
-        lines += [f"| {', '.join(s['float_layers']) or '-'} | {s['top1_drop']:.2f} | {s['sqnr_db']:.2f} |"
+        lines += [f"| {', '.join(s['float_layers']) or '-'} | {s['top1_drop']:.2f} | {'identical' if s['sqnr_db'] is None else format(s['sqnr_db'], '.2f')} |"
                   for s in fb["steps"]]
     return "\n".join(lines) + "\n"
 

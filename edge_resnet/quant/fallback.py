@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from edge_resnet.contract.metrics import db_to_json
 from edge_resnet.models.graph import Graph
 from edge_resnet.quant.plan import make_plan, units
 from edge_resnet.quant.sensitivity import Score, logits, plan_score
@@ -50,8 +51,12 @@ class FallbackResult:
         return {"float_layers": list(self.float_layers), "passed": self.passed, "reason": self.reason,
                 "fp32_top1": self.fp32_top1, "images": self.images, "data": self.data,
                 "steps": [{"float_layers": list(s.float_layers), "top1_drop": round(s.top1_drop, 4),
-                           "sqnr_db": round(s.score.sqnr_db, 3), "top1": s.score.top1} for s in self.steps],
-                "ranking": [{"layer": name, "sqnr_db": round(db, 3)} for name, db in self.ranking]}
+                           "sqnr_db": _db(s.score.sqnr_db), "top1": s.score.top1} for s in self.steps],
+                "ranking": [{"layer": name, "sqnr_db": _db(db)} for name, db in self.ranking]}
+
+
+def _db(v: float) -> float | None:
+    return None if db_to_json(v) is None else round(v, 3)
 
 
 def rank_layers(folded: nn.Module, graph: Graph, amax: Mapping[str, float], batches: Sequence[Tensor],

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from edge_resnet.contract.metrics import agreement, db_to_json, sqnr_db
 from edge_resnet.fp32 import exact_fp32
 from edge_resnet.models.graph import Graph
 from edge_resnet.quant.plan import QuantPlan, make_plan, unit_name, units
@@ -55,8 +56,8 @@ class SensitivityReport:
 
     def to_dict(self) -> dict:
         def clean(v: object) -> object:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None  # JSON has no infinity: identical logits
+            if isinstance(v, float) and math.isinf(v):
+                return db_to_json(v)  # identical logits: null, as every file writes them
             if isinstance(v, dict):
                 return {k: clean(x) for k, x in v.items()}
             if isinstance(v, list):
@@ -90,14 +91,6 @@ def _db(v: float) -> str:
     return "identical" if math.isinf(v) and v > 0 else f"{v:.2f}"
 
 
-def sqnr(ref: np.ndarray, x: np.ndarray) -> float:
-    noise = float(np.sum((x.astype(np.float64) - ref) ** 2))
-    signal = float(np.sum(ref.astype(np.float64) ** 2))
-    if noise == 0.0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
 def logits(model: nn.Module, batches: Sequence[Tensor], device: torch.device | str = "cpu") -> np.ndarray:
     model = model.eval().to(device)
     with torch.inference_mode(), exact_fp32():
@@ -105,8 +98,7 @@ def logits(model: nn.Module, batches: Sequence[Tensor], device: torch.device | s
 
 
 def score(ref: np.ndarray, out: np.ndarray, labels: np.ndarray) -> Score:
-    return Score(sqnr(ref, out), 100 * float(np.mean(out.argmax(1) == labels)),
-                 100 * float(np.mean(out.argmax(1) == ref.argmax(1))))
+    return Score(sqnr_db(ref, out), 100 * float(np.mean(out.argmax(1) == labels)), 100 * agreement(ref, out))
 
 
 def plan_score(folded: nn.Module, plan: QuantPlan, batches: Sequence[Tensor], ref: np.ndarray, labels: np.ndarray,
