@@ -61,20 +61,16 @@ def main() -> int:
         print(f"device venv (pip install edge-resnet[video]): {_du(device)}")
         print(f"workstation venv ({workstation}, torch and the dev tools): {_du(workstation)}")
         print(f"load average before timing: {os.getloadavg()[0]:.2f}")
-        rows = []
+        heads = ["device venv", "workstation venv"] + (["before (torch installed)"] if args.before else [])
+        print(f"{'command':<16}" + "".join(f"{h + ' median/min s':>36}" for h in heads), flush=True)
         for command in COMMANDS:
-            row = [command]
-            for exe in (device / "bin" / "edge-resnet", workstation / "bin" / "edge-resnet"):
-                row.append(_time([str(exe), *command.split()], args.repeat))
+            cells = [_time([str(exe), *command.split()], args.repeat)
+                     for exe in (device / "bin" / "edge-resnet", workstation / "bin" / "edge-resnet")]
             if args.before is not None:
                 code = f"import sys; sys.path.insert(0, {str(args.before)!r}); import cli; sys.exit(cli.main())"
-                row.append(_time([sys.executable, "-c", code, *command.split()], args.repeat))
-            rows.append(row)
+                cells.append(_time([sys.executable, "-c", code, *command.split()], args.repeat))
+            print(f"{command:<16}" + "".join(f"{med:>27.3f} / {low:.3f}" for med, low in cells), flush=True)
         print(f"load average after timing: {os.getloadavg()[0]:.2f}")
-    heads = ["device venv", "workstation venv"] + (["before (torch installed)"] if args.before else [])
-    print(f"{'command':<16}" + "".join(f"{h + ' median/min s':>36}" for h in heads))
-    for command, *cells in rows:
-        print(f"{command:<16}" + "".join(f"{med:>27.3f} / {low:.3f}" for med, low in cells))
     return 0
 
 

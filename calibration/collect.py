@@ -61,7 +61,12 @@ def collect(
 
     def visit(node: Node, out: Tensor) -> Tensor:
         stats = result.stats.get(node.name)
-        if stats is not None:
+        if stats is not None and result.images == 0 and out.shape[0] > 1:
+            # the histogram's range starts at its first update's max and only doubles: start it on
+            # the first image alone, so the ranges do not depend on the batch size
+            stats.update(out[:1])
+            stats.update(out[1:])
+        elif stats is not None:
             stats.update(out)
         if node.name in weighted_inputs:
             dims = (0, 2, 3) if out.dim() == 4 else (0,)

@@ -36,6 +36,7 @@ from PIL import Image
 
 from edge_resnet.contract.preprocess import PreprocessSpec
 from edge_resnet.data import eval_transform
+from edge_resnet.data.datasets import BUNDLED
 from edge_resnet.data.folder import IMAGE_EXTENSIONS, find_images, open_rgb
 from edge_resnet.errors import DataError
 
@@ -198,7 +199,8 @@ def open_calibration_data(source: str | Path | None, preprocessing: PreprocessSp
     """Choose the calibration items of ``source`` (nothing is decoded yet).
 
     Args:
-        source: None or "digits" (the bundled dataset's train split); a CIFAR-10 batches folder
+        source: None or "digits" (the bundled dataset's train split), or "synthetic-digits" (the
+            synthetic scenes' train split); a CIFAR-10 batches folder
             (its train split); a folder of images (only its ``train/`` when it has one, else all
             images under it, labels ignored); or a video file (one of ``VIDEO_EXTENSIONS``).
         preprocessing: the model's spec; each image goes through ``eval_transform`` of it.
@@ -223,9 +225,10 @@ def open_calibration_data(source: str | Path | None, preprocessing: PreprocessSp
     transform = eval_transform(preprocessing)
     common = {"preprocessing": preprocessing.to_dict(), "num": num, "seed": seed, "every": every}
 
-    if source is None or str(source) == "digits":
-        _only_video_steps(every, "the bundled digits dataset")
-        return _open_dataset(None, common, num=num, seed=seed, dataset_seed=dataset_seed, transform=transform)
+    if source is None or str(source) in BUNDLED:
+        _only_video_steps(every, f"the bundled {source or 'digits'} dataset")
+        return _open_dataset(None, common, num=num, seed=seed, dataset_seed=dataset_seed, transform=transform,
+                             bundled=str(source or "digits"))
     path = Path(source)
     if not path.exists():
         raise DataError(
@@ -300,15 +303,20 @@ class _Subset:
 
 
 def _open_dataset(cifar_dir: Path | None, common: dict[str, Any], *, num: int, seed: int, dataset_seed: int,
-                  transform: Callable) -> CalibrationData:
+                  transform: Callable, bundled: str = "digits") -> CalibrationData:
     from edge_resnet.data import load_dataset
     from edge_resnet.data.datasets import ArrayDataset
 
     if cifar_dir is None:
-        splits = load_dataset(None, seed=dataset_seed)
-        # the same bytes load_digits reads (see edge_resnet.data.digits.read_digits)
+        splits = load_dataset(bundled, seed=dataset_seed)
+        # the same bytes load_digits reads (see edge_resnet.data.digits.read_digits); the synthetic
+        # scenes are a deterministic function of them, their name and the split seed
         raw = resources.files("edge_resnet.data").joinpath("assets/digits.csv.gz").read_bytes()
         source_id: Any = {"sha256": hashlib.sha256(raw).hexdigest()}
+        if bundled != "digits":
+            from edge_resnet.data.synthetic import GENERATOR_VERSION
+
+            source_id["generator"] = GENERATOR_VERSION
     else:
         from edge_resnet.data.cifar import TRAIN_BATCHES
 

@@ -53,9 +53,12 @@ class BundleResult:
 def _validation_samples(manifest: Manifest, data: str | None, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(pixels, labels) of ``samples`` test-split images of the run's dataset, cropped as the model wants."""
     from edge_resnet.data import load_dataset
+    from edge_resnet.data.datasets import BUNDLED
     from edge_resnet.training.checkpoint import load_checkpoint
 
     trained_on = manifest.model.get("trained_on")
+    if data is None and trained_on in BUNDLED:
+        data = trained_on  # a bundled dataset needs no folder: use the one the model learned
     if data is None and trained_on not in (None, "digits"):
         raise ConfigError(f"{manifest.run_dir} was trained on {trained_on!r}; pass --data with that dataset's "
                           "folder so its held-out split can fill the validation set")

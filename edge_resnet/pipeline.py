@@ -10,6 +10,7 @@ report is written even when the gate fails.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import platform
 import shutil
@@ -37,17 +38,22 @@ from edge_resnet.calibration.calibrate import calibrate_methods, check_reusable,
 from edge_resnet.calibration.calibrators import METHODS
 from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
 from edge_resnet import __version__, atomic
+from edge_resnet.data.datasets import BUNDLED
 from edge_resnet.data import Transformed, collate_skip_none, dataset_name, eval_transform, load_dataset
 from edge_resnet.errors import CheckpointError, ConfigError, DataError, EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models.graph import INPUT, OUTPUT, trace
 from edge_resnet.quant import QuantSim, make_plan
+from edge_resnet.quant.fallback import FallbackResult, fallback
+from edge_resnet.quant.plan import check_float_layers, classifier_layers
 from edge_resnet.quant.select import pick, score_calibrations
 from edge_resnet.runs import DEVICE_FILES, TRAINING_FILES, describe, folder_files, foreign_run
 from edge_resnet.training.checkpoint import Checkpoint, load_checkpoint
 from edge_resnet.training.evaluate import check_classes
 from edge_resnet.training.loop import resolve_device
 from edge_resnet.verify import compare, onnx_backend, run_backends, torch_backend
+from edge_resnet.analysis import HeldOut, held_out
+from edge_resnet.export.lint import errors as lint_errors
 from edge_resnet.export.lint import lint_model
 from edge_resnet.export.onnx_writer import OPSET, build_implicit_onnx, build_onnx, implicit_tensors, save_onnx
 
@@ -121,6 +127,15 @@ class ExportOptions:
     batch_size: int = 64
     device: str = "cpu"
     force: bool = False  # replace the run of another model in ``output`` (edge_resnet.runs)
+    # the final FC layer stays float by default, as NVIDIA Model Optimizer leaves it (see plan.classifier_layers)
+    quantize_classifier: bool = False
+    # layers (module paths) the user keeps in float, beside the classifier and the fallback's
+    float_layers: tuple[str, ...] = ()
+    # the mixed-precision fallback's cap: at most this many layers leave INT8 to meet --tolerance (0: off)
+    fallback_max: int = 3
+    # CPU threads for PyTorch and ONNX Runtime; None: their defaults. On a busy machine one thread
+    # can be many times faster than OpenMP threads spinning against other work
+    threads: int | None = None
 
     def validate(self) -> None:
         if self.calib_method not in ("auto", *METHODS):
@@ -137,6 +152,12 @@ class ExportOptions:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not self.int8 and (self.calib_data or self.calib):
             raise ConfigError("--calib-data and --calib only apply to INT8; add --int8")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        if self.fallback_max < 0:
+            raise ConfigError(f"--fallback-max is a number of layers, >= 0 (0 turns the fallback off), got {self.fallback_max}")
+        if not self.int8 and (self.float_layers or self.quantize_classifier):
+            raise ConfigError("--float-layers and --quantize-classifier only apply to INT8; add --int8")
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -153,7 +174,10 @@ class ExportResult:
     calibration: Any | None  # edge_resnet.calibration.cache.Calibration
     calibration_reused: bool
     trained: bool
-    lint: dict[str, list[str]] = field(default_factory=dict)
+    lint: dict[str, list[str]] = field(default_factory=dict)  # errors by target (empty: clean)
+    lint_warnings: dict[str, list[str]] = field(default_factory=dict)  # layers deliberately left in float
+    float_layers: dict[str, str] = field(default_factory=dict)  # layer -> why it is float
+    fallback: Any | None = None  # edge_resnet.quant.fallback.FallbackResult
 
     @property
     def passed(self) -> bool:
@@ -221,6 +245,14 @@ def _unfinished(run_dir: Path) -> tuple[int, int] | None:
                               "is") from None
 
 
+def _bundled_default(ckpt: Checkpoint, opts: ExportOptions) -> ExportOptions:
+    """A model trained on a bundled dataset other than the digits verifies on that one by default."""
+    trained_on = ckpt.extra.get("dataset")
+    if opts.data is None and trained_on in BUNDLED and trained_on != "digits":
+        return dataclasses.replace(opts, data=trained_on)
+    return opts
+
+
 def _verification_data(ckpt: Checkpoint, opts: ExportOptions, path: Path):
     trained_on = ckpt.extra.get("dataset")
     if opts.data is None and trained_on not in (None, "digits"):
@@ -251,8 +283,26 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
     Raises:
         EdgeResNetError: bad options, checkpoint, data, or a pinned calibration that does not fit.
     """
-    progress = progress or _no_progress
     opts.validate()
+    with _torch_threads(opts.threads):
+        return _export(opts, progress or _no_progress, train_monitor)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """PyTorch's intra-op threads set for the export only, and restored after it (also on error)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _export(opts: ExportOptions, progress: Progress, train_monitor: Any) -> ExportResult:
     device = resolve_device(opts.device)
     if opts.output is not None and Path(opts.output).exists() and not Path(opts.output).is_dir():
         raise ConfigError(f"--output {opts.output} is a file; it must be a (new or existing) directory")
@@ -264,6 +314,7 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
         raise ConfigError(f"exporting {ckpt_path} into its own directory would replace the "
                           f"{FILES['checkpoint']} there; pass --output DIR for this export")
     ckpt = load_checkpoint(ckpt_path)
+    opts = _bundled_default(ckpt, opts)
     run_dir = Path(opts.output) if opts.output else ckpt_path.parent
     atomic.check_writable_dir(run_dir, f"--output {run_dir}" if opts.output else
                               f"the checkpoint's folder {run_dir} (the default --output)")
@@ -276,6 +327,10 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
     folded = fold_batchnorm(model).to(device)  # calibration and the simulation run where asked
     graph = trace(folded)
     fingerprint = graph_fingerprint(graph)
+    try:
+        check_float_layers(graph, opts.float_layers)
+    except ValueError as e:
+        raise ConfigError(f"--float-layers: {e}") from None
     if pinned is not None:
         why = check_reusable(pinned, model=fingerprint, data=None, tensors=[n.name for n in graph],
                              **pinned.settings())
@@ -284,9 +339,13 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
                                   "leave out --calib to recalibrate")
     # calibrate before writing anything: unreadable calibration data must not leave a half-updated run
     calib, calib_origin = None, None
+    float_layers: dict[str, str] = {}
+    fallback_result = None
     if opts.int8:
+        hold = held_out(data, ckpt.preprocessing, batch_size=opts.batch_size)
         calib, calib_origin = _calibration(opts, fingerprint, folded, graph, calib_source, pinned, run_dir,
-                                           progress, device)
+                                           progress, device, hold)
+        float_layers, fallback_result = _float_layers(opts, folded, graph, calib, hold, device)
 
     # ---- from here on files are written
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -310,20 +369,22 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
         files["fp16"] = run_dir / FILES["fp16"]
         save_onnx(build_onnx(graph, input_size=size, precision="fp16"), files["fp16"])
 
-    plans, lint, cache_info = {}, {}, None
+    plans, lint, warnings, cache_info = {}, {}, {}, None
     if calib is not None:
         files["calib"] = run_dir / FILES["calib"]
         if calib_origin != "run directory":  # a fresh or pinned calibration belongs in this run
             save_calibration(files["calib"], calib)
         cache_info = _write_implicit(graph, calib, size, run_dir, files)
         for target in opts.targets:
-            plans[target] = make_plan(graph, calib.amax, target, channel_mean=calib.channel_mean or None)
+            plans[target] = make_plan(graph, calib.amax, target, channel_mean=calib.channel_mean or None,
+                                      float_layers=frozenset(float_layers))
             files[target] = run_dir / FILES[target]
             onnx_model = build_onnx(graph, input_size=size, precision="int8", plan=plans[target])
             if target == "tensorrt":
-                violations = lint_model(onnx_model)
-                lint[target] = [str(v) for v in violations]
-                if violations:  # our own writer broke TensorRT's rules: a bug, not a user error
+                found = lint_model(onnx_model, sorted(float_layers))
+                lint[target] = [str(v) for v in lint_errors(found)]
+                warnings[target] = [str(v) for v in found if v.severity != "error"]
+                if lint[target]:  # our own writer broke TensorRT's rules: a bug, not a user error
                     raise RuntimeError("model.int8.onnx fails the QDQ lint:\n" + "\n".join(lint[target]))
             save_onnx(onnx_model, files[target])
 
@@ -337,7 +398,7 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
              "tensorrt": "ONNX Runtime INT8 (TensorRT target)", "cpu": "ONNX Runtime INT8 (CPU target)"}
     for key in ("fp32", "fp16", "tensorrt", "cpu"):
         if key in files:
-            backends.append(onnx_backend(f"onnxruntime_{key}", names[key], str(files[key]),
+            backends.append(onnx_backend(f"onnxruntime_{key}", names[key], str(files[key]), threads=opts.threads or 0,
                                          size_bytes=files[key].stat().st_size))
     loader = DataLoader(Transformed(data.test, eval_transform(ckpt.preprocessing)),
                         batch_size=opts.batch_size, collate_fn=collate_skip_none)
@@ -351,13 +412,16 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
                            if "INT8" in f else f for f in report.failures]
     files["report_json"] = run_dir / FILES["report_json"]
     files["report_md"] = run_dir / FILES["report_md"]
-    atomic.write_json(files["report_json"], report.to_dict())
-    atomic.write_text(files["report_md"], report.to_markdown())
+    mixed = _mixed_precision(float_layers, fallback_result) if calib is not None else None
+    report_dict = report.to_dict() | ({"mixed_precision": mixed} if mixed else {})
+    atomic.write_json(files["report_json"], report_dict)
+    atomic.write_text(files["report_md"], report.to_markdown() + (_mixed_markdown(mixed) if mixed else ""))
 
     files["manifest"] = run_dir / FILES["manifest"]
-    atomic.write_json(files["manifest"], _manifest(ckpt, files, report, calib, lint, opts, cache_info))
+    atomic.write_json(files["manifest"], _manifest(ckpt, files, report_dict, calib, lint, opts, cache_info, mixed,
+                                                   warnings))
     return ExportResult(run_dir, files, report, calib, calib_origin in ("run directory", "pinned"), trained,
-                        lint)
+                        lint, warnings, float_layers, fallback_result)
 
 
 def _check_owner(run_dir: Path, ckpt_path: Path, ckpt: Checkpoint, force: bool) -> list[str]:
@@ -401,7 +465,7 @@ def _remove_stale(run_dir: Path, opts: ExportOptions) -> None:
 
 def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: CalibrationData | None,
                  pinned: Calibration | None, run_dir: Path, progress: Progress,
-                 device: torch.device) -> tuple[Calibration, str]:
+                 device: torch.device, hold: HeldOut) -> tuple[Calibration, str]:
     """The pinned calibration, the run directory's if it still fits, or a fresh one; and which."""
     if pinned is not None:
         return pinned, "pinned"
@@ -425,10 +489,11 @@ def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: C
                                    batch_size=opts.batch_size, device=device, on_batch=step)
     calib = calibs[0]
     if opts.calib_method == "auto":
-        with progress("choose calibrator", len(source)) as step:
-            # choose for the model that is written (the TensorRT one when both are)
-            scores = score_calibrations(folded, graph, calibs, source.batches(opts.batch_size),
-                                        target=opts.targets[0], device=device, on_batch=step)
+        with progress("choose calibrator", len(hold)) as step:
+            # choose for the model that is written (the TensorRT one when both are), on held-out
+            # images: on the calibration images the calibrators would be judged on what they fitted
+            scores = score_calibrations(folded, graph, calibs, hold.batches, target=opts.targets[0],
+                                        device=device, on_batch=step)
         calib = pick(calibs, scores)
         calib.seconds = time.perf_counter() - start
         log.info("auto calibration: %s", ", ".join(f"{m} {s:.1f} dB" for m, s in scores.items()))
@@ -457,6 +522,47 @@ def _write_implicit(graph, calib: Calibration, size: int, run_dir: Path, files: 
             "note": "TensorRT skips a cache whose header names another version: build_engine.sh, trtexec-cmd and "
                     "build-engine rewrite the header for the TensorRT they run, and a bundle carries "
                     "calib.trt<version>.cache for each JetPack's TensorRT"}
+
+
+def _float_layers(opts: ExportOptions, folded, graph, calib: Calibration, hold: HeldOut,
+                  device: torch.device) -> tuple[dict[str, str], FallbackResult | None]:
+    """The layers that stay float, each with its reason: the classifier, the user's, the fallback's."""
+    layers: dict[str, str] = {}
+    if not opts.quantize_classifier:
+        layers |= dict.fromkeys(sorted(classifier_layers(graph)), "classifier")
+    layers |= dict.fromkeys(opts.float_layers, "requested")  # checked against the graph in export_run
+    if opts.fallback_max == 0:
+        return layers, None
+    result = fallback(folded, graph, calib.amax, hold.batches, hold.labels, tolerance=opts.tolerance,
+                      max_layers=opts.fallback_max, base=frozenset(layers), target=opts.targets[0],
+                      channel_mean=calib.channel_mean or None, device=device)
+    result.data = hold.name
+    log.info("mixed precision on %s: %s", hold.name, result.reason)
+    layers |= dict.fromkeys(result.float_layers, "fallback")
+    return layers, result
+
+
+# what a float layer of the Q/DQ file runs at on each TensorRT (see export/build_plan.py): 8.5 and 10.x
+# build it with BuilderFlag.FP16 beside INT8, so TensorRT may run it in FP16; 11.x is strongly typed
+# and runs the FP32 the file declares. ONNX Runtime's CPU provider runs the CPU file's float layers in FP32.
+FLOAT_PRECISION = {"tensorrt": {"8.5": "fp16", "10.x": "fp16", "11.x": "fp32"}, "cpu": {"onnxruntime": "fp32"}}
+
+
+def _mixed_precision(float_layers: dict[str, str], result: FallbackResult | None) -> dict[str, Any]:
+    return {"float_layers": dict(float_layers), "fallback": None if result is None else result.to_dict()}
+
+
+def _mixed_markdown(mixed: dict[str, Any]) -> str:
+    lines = ["", "## Mixed precision", ""]
+    layers = mixed["float_layers"]
+    lines.append("Layers kept in float: " + (", ".join(f"`{k}` ({v})" for k, v in layers.items()) or "none") + ".")
+    fb = mixed["fallback"]
+    if fb is not None:
+        lines += ["", f"Fallback (on {fb['data']}, FP32 top-1 {fb['fp32_top1']:.2f}%): {fb['reason']}.", "",
+                  "| float beyond the start | top-1 drop (points) | logit SQNR dB |", "|---|---|---|"]
+        lines += [f"| {', '.join(s['float_layers']) or '-'} | {s['top1_drop']:.2f} | {'identical' if s['sqnr_db'] is None else format(s['sqnr_db'], '.2f')} |"
+                  for s in fb["steps"]]
+    return "\n".join(lines) + "\n"
 
 
 def _cache_ranges(model: onnx.ModelProto, amax: dict[str, float]) -> tuple[dict[str, float], list[str]]:
@@ -514,8 +620,9 @@ def _versions() -> dict[str, str | None]:
             "pillow": PIL.__version__, "opencv": opencv, "tensorrt": None}
 
 
-def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opts: ExportOptions,
-              cache_info: dict[str, Any] | None = None) -> dict[str, Any]:
+def _manifest(ckpt: Checkpoint, files: dict[str, Path], report: dict[str, Any], calib, lint, opts: ExportOptions,
+              cache_info: dict[str, Any] | None = None, mixed: dict[str, Any] | None = None,
+              warnings: dict[str, list[str]] | None = None) -> dict[str, Any]:
     size = ckpt.preprocessing.input_size
     precision = {"fp32": "fp32", "fp16": "fp16", "tensorrt": "int8", "cpu": "int8", "implicit": "int8"}
     entries = {}
@@ -529,6 +636,8 @@ def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opt
             entry["target"] = key
         if key == "tensorrt":
             entry["lint"] = "clean" if not lint.get(key) else lint[key]
+            if (warnings or {}).get(key):
+                entry["lint_warnings"] = warnings[key]
         entries[path.name] = entry
     return {
         "format": MANIFEST_FORMAT,
@@ -543,17 +652,21 @@ def _manifest(ckpt: Checkpoint, files: dict[str, Path], report, calib, lint, opt
             "calibration": {"method": calib.method, "requested": calib.requested or calib.method,
                             "percentile": calib.percentile, "images": calib.images,
                             "skipped": calib.skipped, "data": calib.data, "bias_correction": bool(calib.channel_mean)},
-            "models": {FILES[t]: {"target": t, "definition": INT8_DEFINITIONS[t]}
+            "models": {FILES[t]: {"target": t, "definition": INT8_DEFINITIONS[t],
+                                  "float_layers": {layer: {"reason": why, "precision": FLOAT_PRECISION[t]}
+                                                   for layer, why in (mixed or {}).get("float_layers", {}).items()}
+                                  if t in FLOAT_PRECISION else {}}
                        for t in (*opts.targets, "implicit")},
             # an engine's key records its int8_mode; this says which definition (and file) it follows
             "engines": {mode: {"model": FILES[target], "definition": target}
                         for mode, target in ENGINE_INT8.items()},
             "calib_cache": cache_info,
+            "fallback": None if mixed is None else mixed["fallback"],
         },
         "opset": OPSET,
         "files": entries,
         "versions": _versions(),
-        "accuracy": report.to_dict(),
+        "accuracy": report,
     }
 
 

@@ -11,14 +11,23 @@ The rules follow ``DESIGN.md`` ("INT8 semantics"): symmetric int8 (zero point 0)
 weights per output channel, Q/DQ on every Conv/Gemm input and on the shortcut of each residual Add, not on
 Conv outputs, AveragePool/GlobalAveragePool with both a DQ before and a Q after or neither, opset >= 13.
 
+Two kinds of finding. An *error* is something TensorRT rejects or mis-fuses (it builds, but runs layers
+with reformats or outside the fused INT8 kernels nobody asked for). A *warning* is a layer deliberately
+left in float: a Conv/Gemm with neither a Q/DQ'd input nor Q/DQ'd weights (or a residual Add with no
+Q/DQ'd input) is accepted by TensorRT, which runs it in FP16 where the build enables FP16 (8.5/10.x)
+and as written (FP32) on the strongly typed 11.x. When the caller passes the layers the manifest lists
+as float (``float_layers``), exactly those are accepted: an unlisted float layer, or a listed layer
+that is quantized or missing, is an error. Without a list, float Conv/Gemm layers are warnings.
+
 Only the main graph is checked (control-flow subgraphs are out of scope for a ResNet). Identity nodes are
 looked through; weights and Q/DQ parameters may be initializers or Constant nodes.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +37,7 @@ from onnx import numpy_helper
 
 from edge_resnet.errors import EdgeResNetError
 
-__all__ = ["Violation", "lint_model"]
+__all__ = ["Violation", "errors", "lint_model", "load_model", "manifest_float_layers"]
 
 MODEL = "<model>"
 """Node name used for violations that belong to the model as a whole (opset, no Q/DQ at all)."""
@@ -61,20 +70,32 @@ _POOLS = frozenset({"AveragePool", "GlobalAveragePool"})
 
 @dataclass(frozen=True)
 class Violation:
-    """One broken rule at one node; ``rule`` is a short stable id that tests and tools can match on."""
+    """One finding at one node; ``rule`` is a short stable id that tests and tools can match on.
+
+    ``severity`` "error": TensorRT rejects or mis-fuses it; "warning": a layer left in float on purpose.
+    """
 
     node: str
     rule: str
     message: str
+    severity: str = "error"
 
     def __str__(self) -> str:
-        return f"{self.node}: [{self.rule}] {self.message}"
+        tag = "" if self.severity == "error" else f"{self.severity} "
+        return f"{self.node}: {tag}[{self.rule}] {self.message}"
 
 
-def lint_model(model: onnx.ModelProto | str | os.PathLike[str]) -> list[Violation]:
-    """Return every TensorRT explicit-quantization violation in ``model`` (empty list: clean).
+def errors(found: Iterable[Violation]) -> list[Violation]:
+    """The findings that are errors (TensorRT rejects or mis-fuses them)."""
+    return [v for v in found if v.severity == "error"]
 
-    ``model`` is a loaded ModelProto or a path to an ``.onnx`` file. Violations come in graph order,
+
+def lint_model(model: onnx.ModelProto | str | os.PathLike[str],
+               float_layers: Collection[str] | None = None) -> list[Violation]:
+    """Return every finding in ``model``: errors, and warnings for layers left in float (none: clean).
+
+    ``model`` is a loaded ModelProto or a path to an ``.onnx`` file. ``float_layers``: the node names
+    the manifest lists as float; given, exactly those may be float. Findings come in graph order,
     model-level ones first, each reported once.
     """
     if not isinstance(model, onnx.ModelProto):
@@ -83,9 +104,14 @@ def lint_model(model: onnx.ModelProto | str | os.PathLike[str]) -> list[Violatio
     if not any(n.op_type in _QDQ for n in graph.nodes) and not any(_is_integer_op(n) for n in graph.nodes):
         # Everything else would fire on every layer; one clear message is more useful.
         return [Violation(MODEL, "no-qdq", "no QuantizeLinear/DequantizeLinear: not a quantized (QDQ) model")]
+    listed = None if float_layers is None else frozenset(float_layers)
     found: list[Violation] = list(_check_opset(model))
+    names = {n.name for n in graph.nodes}
+    for layer in sorted((listed or frozenset()) - names):
+        found.append(Violation(layer, "float-missing", "listed as a float layer in the manifest, but the model "
+                               "has no node of that name: the manifest belongs to another file"))
     for node in graph.nodes:
-        found.extend(_check_node(graph, node))
+        found.extend(_check_node(graph, node, listed))
     return list(dict.fromkeys(found))
 
 
@@ -103,6 +129,19 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         raise EdgeResNetError(f"{path} is not a readable ONNX model (it has no graph nodes); "
                               "pass a .onnx file written by an ONNX exporter")
     return model
+
+
+def manifest_float_layers(onnx_path: str | os.PathLike[str]) -> list[str] | None:
+    """The float layers ``manifest.json`` beside ``onnx_path`` lists for that file; None when there is
+    no manifest or it says nothing about the file (a model from elsewhere)."""
+    path = Path(onnx_path)
+    try:
+        manifest = json.loads((path.parent / "manifest.json").read_text())
+        entry = manifest["int8"]["models"][path.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    layers = entry.get("float_layers") if isinstance(entry, dict) else None
+    return None if layers is None else [str(k) for k in layers]
 
 
 # --------------------------------------------------------------------------------------------- graph view
@@ -245,7 +284,7 @@ def _check_opset(model: onnx.ModelProto) -> Iterator[Violation]:
         )
 
 
-def _check_node(graph: _Graph, node: onnx.NodeProto) -> Iterable[Violation]:
+def _check_node(graph: _Graph, node: onnx.NodeProto, listed: frozenset[str] | None) -> Iterable[Violation]:
     op = node.op_type
     if _is_integer_op(node):
         domain = node.domain or "ai.onnx"
@@ -258,14 +297,13 @@ def _check_node(graph: _Graph, node: onnx.NodeProto) -> Iterable[Violation]:
         ]
     if op in _QDQ:
         return _check_qdq(graph, node)
-    if op == "Conv" and len(node.input) >= 2:
-        return _check_weighted(graph, node, "conv")
-    if op == "Gemm" and len(node.input) >= 2:
-        return _check_weighted(graph, node, "gemm")
-    if op == "MatMul" and len(node.input) >= 2 and _is_weight(graph, node.input[1]):
-        return _check_weighted(graph, node, "gemm")
+    kind = {"Conv": "conv", "Gemm": "gemm", "MatMul": "gemm"}.get(op)
+    if kind is not None and len(node.input) >= 2 and (op != "MatMul" or _is_weight(graph, node.input[1])):
+        if _is_float_layer(graph, node):
+            return _check_float(node, listed)
+        return [*_check_listed_but_quantized(node, listed), *_check_weighted(graph, node, kind)]
     if op == "Add" and len(node.input) == 2:
-        return _check_add(graph, node)
+        return _check_add(graph, node, listed)
     if op in _POOLS and node.input and node.output:
         return _check_pool(graph, node)
     return []
@@ -467,13 +505,53 @@ def _check_per_channel(
         )
 
 
-def _check_add(graph: _Graph, node: onnx.NodeProto) -> Iterator[Violation]:
+def _is_float_layer(graph: _Graph, node: onnx.NodeProto) -> bool:
+    """Neither the input nor the weight comes from a DequantizeLinear: the whole layer is float."""
+    def from_dq(tensor: str) -> bool:
+        src = graph.source(tensor)
+        return src is not None and src.op_type == _DQ
+
+    return not from_dq(node.input[0]) and not from_dq(node.input[1])
+
+
+_FLOAT_RUNS = ("TensorRT runs it in higher precision (FP16 where the build enables FP16, on 8.5/10.x; "
+               "FP32 as written on the strongly typed 11.x)")
+
+
+def _check_float(node: onnx.NodeProto, listed: frozenset[str] | None) -> Iterator[Violation]:
+    name = _name(node)
+    if listed is None:
+        yield Violation(name, "float-layer", f"{node.op_type} is left in float: {_FLOAT_RUNS}; no manifest "
+                        "was given to say whether that is deliberate", "warning")
+    elif node.name in listed:
+        yield Violation(name, "float-layer", f"{node.op_type} is left in float, as the manifest lists: {_FLOAT_RUNS}",
+                        "warning")
+    else:
+        yield Violation(name, "float-unlisted", f"{node.op_type} runs in float, but the manifest does not list it "
+                        "as a float layer: quantize its input and weights, or list it")
+
+
+def _check_listed_but_quantized(node: onnx.NodeProto, listed: frozenset[str] | None) -> Iterator[Violation]:
+    if listed is not None and node.name in listed:
+        yield Violation(_name(node), "float-mismatch", f"the manifest lists {node.op_type} '{node.name}' as a float "
+                        "layer, but the model quantizes it: the manifest belongs to another file")
+
+
+def _check_add(graph: _Graph, node: onnx.NodeProto, listed: frozenset[str] | None) -> Iterator[Violation]:
     """A residual Add needs one input from a DQ so TensorRT fuses Conv+Add(+ReLU) in INT8."""
     a, b = node.input
     if graph.is_static(a) or graph.is_static(b):
         return  # a bias or other constant add, not a residual
     sources = [graph.source(t) for t in (a, b)]
-    if not any(s is not None and s.op_type == _DQ for s in sources):
+    quantized = any(s is not None and s.op_type == _DQ for s in sources)
+    if listed is not None and node.name in listed:
+        if quantized:
+            yield from _check_listed_but_quantized(node, listed)
+        else:
+            yield Violation(_name(node), "float-layer", f"residual Add is left in float, as the manifest lists: "
+                            f"{_FLOAT_RUNS}", "warning")
+        return
+    if not quantized:
         yield Violation(
             _name(node),
             "add-shortcut",

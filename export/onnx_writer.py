@@ -75,7 +75,7 @@ def _stored_weight(q: np.ndarray, target: str) -> tuple[np.ndarray, int]:
 def _weight_input(w: _Writer, node: Node, plan: QuantPlan | None) -> str:
     prefix = node.target or node.name
     module = node.module
-    if plan is None or node.name not in plan.weights:
+    if plan is None or node.name not in plan.weights:  # FP32/FP16, or a layer the plan keeps in float
         return w.weight(f"{prefix}.weight", module.weight.detach().cpu().numpy())
     wq = plan.weights[node.name]
     q_stored, zero_point = _stored_weight(wq.q, plan.target)
@@ -155,6 +155,7 @@ def build_onnx(graph: Graph, *, input_size: int, precision: str = "fp32",
         raise ValueError("an int8 model needs a quantization plan, and only an int8 model takes one")
     w = _Writer(np.float16 if precision == "fp16" else np.float32)
     current: dict[str, str] = {}  # graph tensor -> the ONNX value its consumers read
+    raw: dict[str, str] = {}  # graph tensor -> the ONNX value before Q/DQ (what float layers read)
     for node in graph:
         if node.op == "input":
             name = INPUT
@@ -164,8 +165,10 @@ def build_onnx(graph: Graph, *, input_size: int, precision: str = "fp32",
             out = node.name
             if precision == "fp16" and node.name == OUTPUT:
                 out = f"{OUTPUT}_fp16"
-            _emit(w, node, [current[i] for i in node.inputs], out, plan)
+            source = raw if plan is not None and plan.reads_float(node) else current
+            _emit(w, node, [source[i] for i in node.inputs], out, plan)
             name = out
+        raw[node.name] = name
         if plan is not None and node.name in plan.activations:
             name = w.qdq(name, plan.activations[node.name])
         current[node.name] = name

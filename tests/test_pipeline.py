@@ -25,7 +25,7 @@ from edge_resnet.models.graph import trace
 from edge_resnet.pipeline import FILES, ExportOptions, ExportResult, export_run
 from edge_resnet.training import load_checkpoint
 from edge_resnet.training.evaluate import evaluate_checkpoint
-from edge_resnet.export.lint import lint_model
+from edge_resnet.export.lint import errors, lint_model, manifest_float_layers
 from tests.tiny_model import copy_checkpoint, listing, other_checkpoint, tiny_checkpoint
 
 FAST = {"num_calib": 64, "batch_size": 32}
@@ -111,8 +111,18 @@ def test_report_rows(full: ExportResult, ckpt: Path) -> None:
 
 
 def test_int8_model_is_lint_clean(full: ExportResult) -> None:
-    assert lint_model(full.run_dir / "model.int8.onnx") == []
-    assert full.lint == {"tensorrt": []}
+    path = full.run_dir / "model.int8.onnx"
+    # the classifier is left in float (as ModelOpt does): a warning, accepted because the manifest lists it
+    assert [(v.node, v.rule, v.severity) for v in lint_model(path, manifest_float_layers(path))] == [
+        ("fc", "float-layer", "warning")]
+    assert errors(lint_model(path)) == []
+    assert full.lint == {"tensorrt": []} and full.float_layers == {"fc": "classifier"}
+    manifest = json.loads((full.run_dir / "manifest.json").read_text())
+    entry = manifest["int8"]["models"]["model.int8.onnx"]["float_layers"]
+    assert entry == {"fc": {"reason": "classifier", "precision": {"8.5": "fp16", "10.x": "fp16", "11.x": "fp32"}}}
+    assert manifest["int8"]["models"]["model.int8.cpu.onnx"]["float_layers"]["fc"]["precision"] == {
+        "onnxruntime": "fp32"}
+    assert manifest["int8"]["fallback"]["passed"] is True
 
 
 def test_calib_cache_covers_every_tensor_of_the_implicit_onnx(full: ExportResult) -> None:

@@ -16,16 +16,20 @@ from edge_resnet.errors import EdgeResNetError
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from edge_resnet.export.lint import lint_model
+    from edge_resnet.export.lint import errors, lint_model, manifest_float_layers
 
     path = Path(args.onnx)
-    violations = lint_model(path)
-    for v in violations:
+    float_layers = manifest_float_layers(path)  # our own run: exactly the layers its manifest lists
+    found = lint_model(path, float_layers)
+    for v in found:
         print(v)
-    if violations:
-        print(f"{path}: {len(violations)} violation(s) of TensorRT's explicit-quantization rules", file=sys.stderr)
+    bad = errors(found)
+    if bad:
+        print(f"{path}: {len(bad)} violation(s) of TensorRT's explicit-quantization rules", file=sys.stderr)
         return 1
-    print(f"{path}: clean (INT8 Q/DQ placement fits TensorRT's explicit quantization)")
+    floats = f"; {len(found)} layer(s) left in float (warnings above)" if found else ""
+    listed = " as manifest.json lists" if float_layers is not None and found else ""
+    print(f"{path}: clean (INT8 Q/DQ placement fits TensorRT's explicit quantization{floats}{listed})")
     return 0
 
 

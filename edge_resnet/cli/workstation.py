@@ -103,7 +103,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         calib_method=args.calib_method, percentile=args.percentile, num_calib=args.num_calib,
         calib_seed=args.calib_seed, every=args.every, calib=args.calib, target=args.target,
         tolerance=args.tolerance, output=args.output, batch_size=args.batch_size, device=args.device,
-        force=args.force)
+        force=args.force, quantize_classifier=args.quantize_classifier, fallback_max=args.fallback_max,
+        float_layers=tuple(x for x in (args.float_layers or "").split(",") if x), threads=args.threads)
     result = export_run(opts, progress=progress_bar, train_monitor=ProgressMonitor())
     report = result.report
     calib = result.calibration
@@ -116,9 +117,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     if report.sim_agreement is not None:
         print(f"simulated vs ONNX Runtime INT8 (TensorRT target): {100 * report.sim_agreement:.2f}% top-1 agreement, "
               f"logits {report.sim_sqnr_db:.1f} dB apart")
+    if result.float_layers:
+        print("kept in float: " + ", ".join(f"{k} ({v})" for k, v in result.float_layers.items()))
+    if result.fallback is not None and result.fallback.steps[0].top1_drop > args.tolerance:
+        print(f"mixed-precision fallback on {result.fallback.data}: {result.fallback.reason}")
     if "tensorrt" in result.lint:
         violations = result.lint["tensorrt"]
-        print("QDQ lint (TensorRT rules): " + (f"{len(violations)} violations" if violations else "clean"))
+        floats = len(result.lint_warnings.get("tensorrt", []))
+        print("QDQ lint (TensorRT rules): " + (f"{len(violations)} violations" if violations else "clean")
+              + (f" ({floats} layer(s) deliberately float, as the manifest lists)" if floats else ""))
     print(f"wrote {result.run_dir}/: " + ", ".join(p.name for p in result.files.values()))
     for w in report.warnings:
         print(f"edge-resnet: warning: {w}", file=sys.stderr)
@@ -127,6 +134,23 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"edge-resnet: accuracy check failed: {f}", file=sys.stderr)
         return EXIT_TOLERANCE
     print(f"accuracy within tolerance ({report.tolerance:g} top-1 points)")
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from edge_resnet.analysis import sensitivity_run
+
+    if args.images is not None and args.images < 1:
+        raise EdgeResNetError(f"--images must be >= 1, got {args.images}")
+    report, files, note = sensitivity_run(args.run, data=args.data, target=args.target, images=args.images,
+                                          batch_size=args.batch_size, device=args.device)
+    header, rows = report.table()
+    print(report.to_markdown().splitlines()[0])
+    print(table(rows, header))
+    print("leaving one layer in float helps most for: " + ", ".join(report.ranking()[:5]))
+    if note:
+        print(note)
+    print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 
@@ -229,7 +253,7 @@ def _export_options(p: argparse.ArgumentParser) -> None:
                                                       "video file (default: the train split of --data)")
     p.add_argument("--calib-method", default="auto", choices=["auto", *CALIBRATORS],
                    help="range calibrator; auto keeps the one whose simulated INT8 logits are closest to "
-                        "FP32 on the calibration images (default: %(default)s)")
+                        "FP32 on the validation split (default: %(default)s)")
     p.add_argument("--percentile", type=float, default=99.99, help="for --calib-method percentile "
                                                                    "(default: %(default)s)")
     p.add_argument("--num-calib", type=int, default=512, help="calibration images (default: %(default)s)")
@@ -245,6 +269,24 @@ def _export_options(p: argparse.ArgumentParser) -> None:
                                                         "replacing that run's files (refused without it)")
     p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="PyTorch side (default: %(default)s)")
+    p.add_argument("--quantize-classifier", action="store_true",
+                   help="quantize the final FC layer too (default: it stays float, as NVIDIA Model Optimizer leaves it)")
+    p.add_argument("--float-layers", default=None, metavar="LAYER[,LAYER]",
+                   help="keep these layers (module paths, see `edge-resnet sensitivity`) in float in both INT8 files")
+    p.add_argument("--fallback-max", type=int, default=3,
+                   help="when INT8 misses --tolerance on the validation split, leave up to this many of the most "
+                        "sensitive layers in float, one at a time (0: off; default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch and ONNX Runtime (default: theirs; 1 is often fastest on a busy CPU)")
+
+
+def _sensitivity_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory with model.pt and calib.json (after `edge-resnet export --int8`)")
+    p.add_argument("--data", default=None, help="dataset (default: the bundled one the model was trained on)")
+    p.add_argument("--target", default="tensorrt", choices=["tensorrt", "cpu"], help="placement (default: %(default)s)")
+    p.add_argument("--images", type=int, default=None, help="at most this many validation images (default: up to 2048)")
+    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: %(default)s")
 
 
 def _bundle_options(p: argparse.ArgumentParser) -> None:
@@ -284,6 +326,12 @@ COMMANDS = {
         "form on the held-out test split and writes report.json/report.md and manifest.json. "
         "Exit status 3 when an accuracy check fails (the report is still written).",
         _export_options, cmd_export),
+    "sensitivity": Command(
+        "per-layer INT8 sensitivity of an exported run (table, JSON, PNG)",
+        "For every quantizable layer: logit SQNR and top-1 change against FP32 with only that layer in "
+        "INT8, and with only that layer left in float, simulated on the validation split with the run's "
+        "calib.json. Writes sensitivity.json/.md/.png.",
+        _sensitivity_options, cmd_sensitivity),
     "bundle": Command(
         "write the Jetson bundle (ONNX, calib.cache, validation set, build_engine.sh) "
         "and its .tar.gz",

@@ -79,6 +79,8 @@ class DatasetSplits:
                 f"images, {len(self.classes)} classes")
         if self.skipped:
             text += f", {self.skipped} unreadable files skipped"
+        for note in self.notes:  # e.g. that the data is synthetic
+            text += f" ({note})"
         return text
 
 
@@ -98,10 +100,16 @@ def stratified_split(labels: Sequence[int], fractions: Sequence[float], seed: in
     return [sorted(p) for p in parts]
 
 
+# datasets generated from what the package ships, selected by keyword instead of a path
+BUNDLED: tuple[str, ...] = ("digits", "synthetic-digits")
+
+
 def dataset_name(source: str | None) -> str:
     """The name a dataset will report, without reading it (used to name run directories)."""
     if source is None or source == "digits":
         return "digits"
+    if source in BUNDLED:
+        return source
     from edge_resnet.data.cifar import find_cifar10
 
     path = Path(source)
@@ -112,8 +120,8 @@ def load_dataset(source: str | None = None, *, seed: int = 0) -> DatasetSplits:
     """Find and open a dataset.
 
     Args:
-        source: None or "digits" for the bundled digits; a folder of CIFAR-10 python batches;
-            or an ImageFolder (``class/image.jpg``, optionally under train/val/test).
+        source: None or "digits" for the bundled digits; "synthetic-digits" for the harder
+            synthetic scenes made from them; a folder of CIFAR-10 python batches; or an ImageFolder (``class/image.jpg``, optionally under train/val/test).
         seed: fixes the split of datasets that ship without one.
 
     Raises:
@@ -123,11 +131,15 @@ def load_dataset(source: str | None = None, *, seed: int = 0) -> DatasetSplits:
         from edge_resnet.data.digits import load_digits
 
         return load_digits(seed=seed)
+    if source == "synthetic-digits":
+        from edge_resnet.data.synthetic import load_synthetic_digits
+
+        return load_synthetic_digits(seed=seed)
     path = Path(source)
     if not path.exists():
         raise DataError(
             f"data folder {path} does not exist; pass --data with an ImageFolder or CIFAR-10 folder, "
-            "or leave it out to use the bundled digits"
+            f"or leave it out to use the bundled digits ({' or '.join(BUNDLED)} by name)"
         )
     if not path.is_dir():
         raise DataError(f"--data {path} is a file; it must be a folder (ImageFolder or CIFAR-10 batches)")

@@ -93,25 +93,34 @@ class Graph:
             return a
         return b
 
-    def run(self, x: Tensor, visit: Callable[[Node, Tensor], Tensor] | None = None) -> Tensor:
+    def run(self, x: Tensor, visit: Callable[[Node, Tensor], Tensor] | None = None,
+            reads_original: Callable[[Node], bool] | None = None) -> Tensor:
         """Execute the graph; ``visit(node, output)`` may observe or replace every tensor.
 
-        Tensors are dropped after their last use, so calibration at large batches keeps only
-        the live activations, as the plain forward pass would.
+        Nodes for which ``reads_original(node)`` is true read their inputs as computed, before
+        ``visit`` replaced them (a layer kept in float beside quantized ones). Tensors are dropped
+        after their last use, so calibration at large batches keeps only the live activations,
+        as the plain forward pass would.
         """
         env: dict[str, Tensor] = {}
+        original: dict[str, Tensor] = {}  # only tensors that ``visit`` replaced
         for idx, node in enumerate(self.nodes):
             if node.op == "input":
                 out = x
             else:
-                args = [env[i] for i in node.inputs]
+                raw = reads_original is not None and reads_original(node)
+                args = [original.get(i, env[i]) if raw else env[i] for i in node.inputs]
                 out = _apply(node, args)
             if visit is not None:
-                out = visit(node, out)
+                seen = visit(node, out)
+                if seen is not out and reads_original is not None:
+                    original[node.name] = out
+                out = seen
             env[node.name] = out
             for i in node.inputs:
                 if self._last_use.get(i) == idx:
                     del env[i]
+                    original.pop(i, None)
         return env[self.output]
 
 

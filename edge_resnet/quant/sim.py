@@ -35,6 +35,8 @@ class QuantSim(nn.Module):
         self.plan = plan
         with torch.no_grad():
             for node in self.graph.of_op("conv", "linear"):
+                if node.name not in plan.weights:
+                    continue  # a layer kept in float keeps its float weights and bias
                 wq = plan.weights[node.name]
                 node.module.weight.copy_(wq.dequantized().to(node.module.weight.device))
                 if node.name in plan.biases:
@@ -48,4 +50,4 @@ class QuantSim(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         with exact_fp32():
-            return self.graph.run(x, self._visit)
+            return self.graph.run(x, self._visit, self.plan.reads_float if self.plan.float_layers else None)

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_resnet.export.lint import MODEL, Violation, lint_model
+from edge_resnet.export.lint import MODEL, Violation, errors, lint_model, manifest_float_layers
 
 C = 4  # channels of both convs (equal in and out, so a wrong DQ axis still gives a valid graph)
 K = 5  # classes
@@ -150,12 +150,17 @@ def build_model(
     quantized_bias1: bool = False,
     float_weights: bool = False,
     constants_as_nodes: bool = False,
+    float_classifier: bool = False,
+    float_conv2: bool = False,
     p: Params | None = None,
 ) -> onnx.ModelProto:
     """The reference graph, or one variant of it (every default gives the clean graph).
 
     x -> Q/DQ -> conv1 -> relu1 -> Q/DQ -> conv2 -> add(shortcut = the input's DQ) -> relu2 -> Q/DQ
       -> gap -> flatten -> Q/DQ -> fc (Gemm) -> logits
+
+    ``float_classifier``: as NVIDIA Model Optimizer writes it, no Q/DQ around the pool and a float Gemm.
+    ``float_conv2``: conv2 reads relu1 unquantized, with float weights (a mixed-precision fallback).
     """
     p = p or make_params()
     g = _Builder(constants_as_nodes)
@@ -193,7 +198,10 @@ def build_model(
         c1 = g.qdq(c1, "c1", ACT_SCALE["r1"])
     r1 = g.node("Relu", [c1], "r1", name="relu1")
 
-    if conv2_op == "Conv":
+    if conv2_op == "Conv" and float_conv2:
+        w2f = (p.w2.astype(np.float32) * p.s_w2.reshape(-1, 1, 1, 1)).astype(np.float32)
+        c2 = g.node("Conv", [r1, g.const("W2_f", w2f), g.const("B2", p.b2)], "c2", name="conv2", pads=[1] * 4)
+    elif conv2_op == "Conv":
         r1_dq = qdq(r1, "r1", zp=zp_r1)
         axis = {"per-channel": 0, "per-tensor": 0, "default-axis": None}[w2_scale]
         w2 = weight("2", p.w2, p.s_w2, axis=axis, per_tensor=w2_scale == "per-tensor")
@@ -247,11 +255,16 @@ def build_model(
 
     a = g.node("Add", [c2, x_dq if shortcut_quantized else "x"], "a", name="add")
     r2 = g.node("Relu", [a], "r2", name="relu2")
-    r2_dq = qdq(r2, "r2")
+    r2_dq = r2 if float_classifier else qdq(r2, "r2")
     gap = g.node("GlobalAveragePool", [r2_dq], "gap", name="gap")
     f = g.node("Flatten", [gap], "f", name="flatten")
-    f_dq = qdq(f, "f") if q_after_pool else f
-    wfc = weight("fc", p.wfc, p.s_wfc) if fc_trans_b else weight("fc", p.wfc.T.copy(), p.s_wfc, axis=1)
+    f_dq = qdq(f, "f") if q_after_pool and not float_classifier else f
+    if float_classifier:
+        wfc = g.const("Wfc_f", (p.wfc.astype(np.float32) * p.s_wfc.reshape(-1, 1)).astype(np.float32))
+    elif fc_trans_b:
+        wfc = weight("fc", p.wfc, p.s_wfc)
+    else:
+        wfc = weight("fc", p.wfc.T.copy(), p.s_wfc, axis=1)
     g.node("Gemm", [f_dq, wfc, g.const("Bfc", p.bfc)], "logits", name="fc", transB=int(fc_trans_b))
 
     graph = helper.make_graph(
@@ -279,7 +292,7 @@ def _conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.einsum("nchwij,ocij->nohw", win, w) + b[None, :, None, None]).astype(np.float32)
 
 
-def reference(x: np.ndarray, p: Params) -> np.ndarray:
+def reference(x: np.ndarray, p: Params, float_classifier: bool = False) -> np.ndarray:
     """The dequantized graph computed directly: what ONNX Runtime must produce for the clean model."""
 
     def deq(w: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -288,6 +301,8 @@ def reference(x: np.ndarray, p: Params) -> np.ndarray:
     xq = _fake_quant(x, ACT_SCALE["in"])
     r1 = _fake_quant(np.maximum(_conv3x3(xq, deq(p.w1, p.s_w1), p.b1), 0), ACT_SCALE["r1"])
     a = np.maximum(_conv3x3(r1, deq(p.w2, p.s_w2), p.b2) + xq, 0)
+    if float_classifier:
+        return a.mean(axis=(2, 3)) @ deq(p.wfc, p.s_wfc).T + p.bfc
     f = _fake_quant(_fake_quant(a, ACT_SCALE["r2"]).mean(axis=(2, 3)), ACT_SCALE["f"])
     return f @ deq(p.wfc, p.s_wfc).T + p.bfc
 
@@ -304,13 +319,16 @@ CLEAN_VARIANTS = {
     "float-weights-with-q": {"float_weights": True},
     "identity": {"identity_before_conv1": True},
     "gemm-transB0": {"fc_trans_b": False},
+    "float-classifier": {"float_classifier": True},
 }
 
 
 @pytest.mark.parametrize("variant", CLEAN_VARIANTS)
 def test_reference_graph_is_clean_valid_and_computes_the_dequantized_function(variant: str) -> None:
     model = build_model(**CLEAN_VARIANTS[variant])
-    assert lint_model(model) == []
+    float_layers = ["fc"] if variant == "float-classifier" else []
+    assert errors(lint_model(model, float_layers)) == [] and errors(lint_model(model)) == []
+    assert [(v.node, v.rule) for v in lint_model(model, float_layers)] == [("fc", "float-layer")] * len(float_layers)
     onnx.checker.check_model(model, full_check=True)
 
     opts = ort.SessionOptions()
@@ -318,7 +336,7 @@ def test_reference_graph_is_clean_valid_and_computes_the_dequantized_function(va
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).standard_normal((2, C, H, W)).astype(np.float32)
     (got,) = sess.run(None, {"x": x})
-    want = reference(x, make_params())
+    want = reference(x, make_params(), float_classifier=variant == "float-classifier")
     assert got.shape == (2, K)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -428,3 +446,64 @@ def test_lint_accepts_a_path(tmp_path: Path) -> None:
 def test_violation_str() -> None:
     v = Violation("conv1", "conv-input", "input is not from DequantizeLinear")
     assert str(v) == "conv1: [conv-input] input is not from DequantizeLinear"
+
+
+# ------------------------------------------------------------------ float layers: warnings, and the manifest
+
+
+def _found(model: onnx.ModelProto, float_layers: list[str] | None) -> list[tuple[str, str, str]]:
+    return sorted((v.node, v.rule, v.severity) for v in lint_model(model, float_layers))
+
+
+@pytest.mark.parametrize(
+    ("flags", "float_layers", "expected"),
+    [
+        # TensorRT accepts a float layer; without a manifest the lint cannot tell whether it is deliberate
+        ({"float_classifier": True}, None, [("fc", "float-layer", "warning")]),
+        ({"float_classifier": True}, ["fc"], [("fc", "float-layer", "warning")]),
+        ({"float_classifier": True}, [], [("fc", "float-unlisted", "error")]),
+        ({"float_conv2": True}, ["conv2"], [("conv2", "float-layer", "warning")]),
+        ({"float_conv2": True, "float_classifier": True}, ["fc"], [("conv2", "float-unlisted", "error"),
+                                                                  ("fc", "float-layer", "warning")]),
+        ({}, ["fc"], [("fc", "float-mismatch", "error")]),
+        ({}, ["add"], [("add", "float-mismatch", "error")]),
+        ({"shortcut_quantized": False}, ["add"], [("add", "float-layer", "warning")]),
+        ({"float_classifier": True}, ["fc", "conv9"], [("conv9", "float-missing", "error"),
+                                                       ("fc", "float-layer", "warning")]),
+    ],
+    ids=lambda v: repr(v) if not isinstance(v, list) else None,
+)
+def test_float_layers_are_accepted_exactly_as_listed(flags, float_layers, expected) -> None:
+    assert _found(build_model(**flags), float_layers) == sorted(expected)
+
+
+def test_float_conv2_computes_the_float_layer() -> None:
+    """The float layer reads relu1 unquantized and uses the float weights: check it against numpy."""
+    p = make_params()
+    sess = ort.InferenceSession(build_model(float_conv2=True).SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((2, C, H, W)).astype(np.float32)
+    (got,) = sess.run(None, {"x": x})
+    deq = [(w.astype(np.float32) * s.reshape(-1, 1, 1, 1)) for w, s in ((p.w1, p.s_w1), (p.w2, p.s_w2))]
+    xq = _fake_quant(x, ACT_SCALE["in"])
+    r1 = np.maximum(_conv3x3(xq, deq[0], p.b1), 0)
+    a = np.maximum(_conv3x3(r1, deq[1], p.b2) + xq, 0)
+    f = _fake_quant(_fake_quant(a, ACT_SCALE["r2"]).mean(axis=(2, 3)), ACT_SCALE["f"])
+    want = f @ (p.wfc.astype(np.float32) * p.s_wfc.reshape(-1, 1)).T + p.bfc
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_warnings_print_their_severity() -> None:
+    v = Violation("fc", "float-layer", "left in float", "warning")
+    assert str(v) == "fc: warning [float-layer] left in float"
+    assert errors([v]) == []
+
+
+def test_manifest_float_layers(tmp_path: Path) -> None:
+    onnx_path = tmp_path / "model.int8.onnx"
+    assert manifest_float_layers(onnx_path) is None  # no manifest
+    (tmp_path / "manifest.json").write_text('{"int8": {"models": {"model.int8.onnx": '
+                                            '{"float_layers": {"fc": {"precision": {}}}}}}}')
+    assert manifest_float_layers(onnx_path) == ["fc"]
+    assert manifest_float_layers(tmp_path / "other.onnx") is None
+    (tmp_path / "manifest.json").write_text("not json")
+    assert manifest_float_layers(onnx_path) is None
