@@ -17,7 +17,8 @@ left in float: a Conv/Gemm with neither a Q/DQ'd input nor Q/DQ'd weights (or a 
 Q/DQ'd input) is accepted by TensorRT, which runs it in FP16 where the build enables FP16 (8.5/10.x)
 and as written (FP32) on the strongly typed 11.x. When the caller passes the layers the manifest lists
 as float (``float_layers``), exactly those are accepted: an unlisted float layer, or a listed layer
-that is quantized or missing, is an error. Without a list, float Conv/Gemm layers are warnings.
+that is quantized or missing, is an error. Without a list (a file from elsewhere), float Conv/Gemm
+layers and average pools with half a Q/DQ pair (which then run in float) are warnings.
 
 Only the main graph is checked (control-flow subgraphs are out of scope for a ResNet). Identity nodes are
 looked through; weights and Q/DQ parameters may be initializers or Constant nodes.
@@ -305,7 +306,7 @@ def _check_node(graph: _Graph, node: onnx.NodeProto, listed: frozenset[str] | No
     if op == "Add" and len(node.input) == 2:
         return _check_add(graph, node, listed)
     if op in _POOLS and node.input and node.output:
-        return _check_pool(graph, node)
+        return _check_pool(graph, node, listed)
     return []
 
 
@@ -559,21 +560,30 @@ def _check_add(graph: _Graph, node: onnx.NodeProto, listed: frozenset[str] | Non
         )
 
 
-def _check_pool(graph: _Graph, node: onnx.NodeProto) -> Iterator[Violation]:
-    """AveragePool runs in INT8 only as DQ -> pool -> Q; half a pair just adds a reformat."""
+def _check_pool(graph: _Graph, node: onnx.NodeProto, listed: frozenset[str] | None) -> Iterator[Violation]:
+    """AveragePool runs in INT8 only as DQ -> pool -> Q; with half a pair it runs in float.
+
+    TensorRT accepts half a pair (NVIDIA Model Optimizer writes DQ -> pool -> float Gemm): without a
+    manifest that is a warning. Our own files never have one, so with a manifest it is an error.
+    """
     src = graph.source(node.input[0])
     dq_before = src is not None and src.op_type == _DQ
     after, _ = graph.consumers(node.output[0], through=_SHAPE_ONLY)
     q_after = any(n.op_type == _Q for n in after)
+    severity = "warning" if listed is None else "error"
     if dq_before and not q_after:
         yield Violation(
             _name(node),
             "pool-pair",
-            f"{node.op_type} input is dequantized but its output is not quantized; TensorRT needs DQ before and Q after, or neither",
+            f"{node.op_type} input is dequantized but its output is not quantized, so it runs in float; "
+            "TensorRT runs it in INT8 only with DQ before and Q after",
+            severity,
         )
     elif q_after and not dq_before:
         yield Violation(
             _name(node),
             "pool-pair",
-            f"{node.op_type} output is quantized but its input is not from DequantizeLinear; TensorRT needs DQ before and Q after, or neither",
+            f"{node.op_type} output is quantized but its input is not from DequantizeLinear, so it runs in float; "
+            "TensorRT runs it in INT8 only with DQ before and Q after",
+            severity,
         )
