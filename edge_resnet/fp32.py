@@ -26,3 +26,19 @@ def exact_fp32() -> Iterator[None]:
     finally:
         torch.backends.cudnn.allow_tf32 = conv
         torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``n`` for the block and restored after it (also after an error);
+    None leaves them alone. On a busy small CPU, OpenMP threads spinning against other work can make
+    each small convolution many times slower than one thread."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -40,6 +40,7 @@ from edge_resnet.calibration.readers import CalibrationData, open_calibration_da
 from edge_resnet import __version__, atomic
 from edge_resnet.data.datasets import BUNDLED
 from edge_resnet.data import Transformed, collate_skip_none, dataset_name, eval_transform, load_dataset
+from edge_resnet.fp32 import torch_threads
 from edge_resnet.errors import CheckpointError, ConfigError, DataError, EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models.graph import INPUT, OUTPUT, trace
@@ -284,22 +285,8 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
         EdgeResNetError: bad options, checkpoint, data, or a pinned calibration that does not fit.
     """
     opts.validate()
-    with _torch_threads(opts.threads):
+    with torch_threads(opts.threads):
         return _export(opts, progress or _no_progress, train_monitor)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """PyTorch's intra-op threads set for the export only, and restored after it (also on error)."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _export(opts: ExportOptions, progress: Progress, train_monitor: Any) -> ExportResult:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from torch import nn
+
+from edge_resnet.fp32 import torch_threads  # noqa: F401  (the tests' one-thread runs)
 
 # Python source that makes every later `import torch`/`import torchvision` fail: the first lines of
 # a script run in a fresh interpreter (or a sitecustomize.py, to reach its child processes too),
@@ -32,18 +31,6 @@ def randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
                 m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
                 m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
                 m.bias.copy_(torch.rand(n, generator=gen) - 0.5)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` intra-op threads: tiny batches gain nothing from more, and OpenMP threads
-    spinning on a busy 2-core machine make each small convolution up to 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def observed_amax(graph, x: torch.Tensor) -> dict[str, float]:
