@@ -90,7 +90,7 @@ def sensitivity_run(run: str, *, data: str | None = None, target: str = "tensorr
     from edge_resnet.data.datasets import BUNDLED
     from edge_resnet.fold import fold_batchnorm
     from edge_resnet.models.graph import trace
-    from edge_resnet.pipeline import FILES
+    from edge_resnet.contract.files import FILES
     from edge_resnet.quant import TARGETS
     from edge_resnet.quant.sensitivity import plot, sensitivity
     from edge_resnet.training.checkpoint import load_checkpoint

@@ -19,22 +19,21 @@ from typing import Any
 import numpy as np
 
 from edge_resnet import __version__, atomic
+from edge_resnet.contract.files import DEVICE_REPORT
 from edge_resnet.errors import ConfigError, EdgeResNetError
 from edge_resnet.runtime.backends import OnnxRuntimeBackend
 from edge_resnet.runtime.manifest import Manifest, load_manifest
 from edge_resnet.runtime.preprocess import Preprocessor
 from edge_resnet.runtime.validate import DEFAULT_MIN_AGREEMENT, ValidationResult, ValidationSet, check_backend
 from edge_resnet.export.build_plan import BuildOptions
-from edge_resnet.export.bundle import VALIDATION, safe_extract, write_bundle
+from edge_resnet.contract.files import VALIDATION
+from edge_resnet.export.bundle import safe_extract, write_bundle
 from edge_resnet.export.engine_key import EngineKey, System, decide, probe_system, read_sidecar, version_code
 from edge_resnet.export.jetson import calib_cache_versions
 from edge_resnet.export.trtexec import build_script, retag_cache, retagged_cache_name
 
 log = logging.getLogger(__name__)
-REPORT = "device_report.json"
-# exit status of a check that fails the tolerance: edge_resnet.pipeline.EXIT_TOLERANCE, which this torch-free
-# module cannot import (a test keeps the two equal)
-EXIT_TOLERANCE = 3
+REPORT = DEVICE_REPORT
 DEFAULT_SAMPLES = 256
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edge_resnet.contract.preprocess import OPENCV_BILINEAR_ONLY, RESAMPLERS
 from edge_resnet.errors import ConfigError
+
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode (grey, palette, RGBA, CMYK, 16-bit) as 8-bit RGB: alpha is dropped, not

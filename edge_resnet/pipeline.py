@@ -38,6 +38,9 @@ from edge_resnet.calibration.calibrate import calibrate_methods, check_reusable,
 from edge_resnet.calibration.calibrators import METHODS
 from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
 from edge_resnet import __version__, atomic
+from edge_resnet.contract import BENCH_ROWS
+from edge_resnet.contract.files import FILES, LAST
+from edge_resnet.contract.manifest import build_manifest, file_entries, int8_section
 from edge_resnet.data.datasets import BUNDLED
 from edge_resnet.data import Transformed, collate_skip_none, dataset_name, eval_transform, load_dataset
 from edge_resnet.fp32 import torch_threads
@@ -61,45 +64,8 @@ from edge_resnet.export.onnx_writer import OPSET, build_implicit_onnx, build_onn
 log = logging.getLogger("edge_resnet.export")
 
 TARGET_CHOICES: tuple[str, ...] = ("all", "tensorrt", "cpu")
-MANIFEST_FORMAT = "edge-resnet/manifest-1"
-# exit status of a run whose report says an accuracy check failed (1 is any error, 2 a usage error)
-EXIT_TOLERANCE = 3
 # fewer calibration images than this get a warning, and the gate's INT8 failures name the count
 SMALL_CALIBRATION = 100
-
-INT8_DEFINITIONS = {
-    "tensorrt": "symmetric int8, zero point 0; activations per tensor (amax/127), weights per output "
-                "channel (amax_c/127); round half to even, saturate; Q/DQ on Conv/Gemm inputs and residual "
-                "shortcuts (TensorRT explicit quantization)",
-    "cpu": "uint8 activations per tensor: ReLU outputs zero point 0 over [0, amax] (amax/255), signed tensors "
-           "zero point 128 (amax/127); int8 weights per output channel (amax_c/127), stored as uint8 with "
-           "zero point 128 (ONNX Runtime's u8u8 kernels, exact on x86 without VNNI); "
-           "Q/DQ also on conv outputs, so ONNX Runtime runs QLinearConv/QLinearAdd",
-    "implicit": "TensorRT implicit quantization (8.5-10.x; DLA INT8): model.int8.implicit.onnx with calib.cache. "
-                "The same calibration ranges as model.int8.onnx (activations per tensor, amax/127) and its "
-                "bias-corrected biases; weights per output channel with scales TensorRT takes from their max "
-                "(as model.int8.onnx does); the classifier is a 1x1 convolution, so calib.cache names every "
-                "tensor TensorRT's parser creates. Unlike the Q/DQ graph, TensorRT chooses per layer which "
-                "tensors run in INT8 (any it finds faster in FP16/FP32 stay there, and DLA falls back to the GPU "
-                "for layers it cannot run), so the workstation's INT8 figures are those of model.int8.onnx, "
-                "and the device check measures this engine itself",
-}
-# which INT8 definition an engine follows, by the int8_mode its key records
-ENGINE_INT8 = {"qdq": "tensorrt", "implicit": "implicit"}
-
-FILES = {
-    "checkpoint": "model.pt",
-    "calib": "calib.json",
-    "cache": "calib.cache",
-    "fp32": "model.fp32.onnx",
-    "fp16": "model.fp16.onnx",
-    "tensorrt": "model.int8.onnx",
-    "cpu": "model.int8.cpu.onnx",
-    "implicit": "model.int8.implicit.onnx",
-    "report_json": "report.json",
-    "report_md": "report.md",
-    "manifest": "manifest.json",
-}
 
 Progress = Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]]
 
@@ -220,13 +186,13 @@ def resolve_checkpoint(opts: ExportOptions, train_monitor: Any = None) -> tuple[
     from edge_resnet.training import TrainConfig, train
 
     cfg = TrainConfig(model=arch, data=opts.data, output=str(run_dir))
-    resume = (run_dir / "last.pt").exists()
+    resume = (run_dir / LAST).exists()
     if stopped:
         log.warning("the training in %s stopped after epoch %d of %d (interrupted): resuming it from %s "
-                    "until it finishes", run_dir, *stopped, run_dir / "last.pt")
+                    "until it finishes", run_dir, *stopped, run_dir / LAST)
     elif resume:
         log.warning("no checkpoint at %s, but an interrupted training left %s: resuming it",
-                    path, run_dir / "last.pt")
+                    path, run_dir / LAST)
     else:
         log.warning("no checkpoint at %s: training %s on %s first (this happens once)",
                     path, arch, dataset_name(opts.data))
@@ -240,7 +206,7 @@ def _unfinished(run_dir: Path) -> tuple[int, int] | None:
     try:
         return unfinished(run_dir)
     except CheckpointError:
-        last = run_dir / "last.pt"
+        last = run_dir / LAST
         raise CheckpointError(f"{last} (the training state of {run_dir}) is not a readable checkpoint, so whether "
                               f"its training finished is unknown; delete it to export {run_dir / 'model.pt'} as it "
                               "is") from None
@@ -376,23 +342,23 @@ def _export(opts: ExportOptions, progress: Progress, train_monitor: Any) -> Expo
             save_onnx(onnx_model, files[target])
 
     # ---- verification on the held-out split
-    backends = [torch_backend("pytorch_fp32", "PyTorch FP32", model, device=device,
+    torch_row = BENCH_ROWS["pytorch"]
+    backends = [torch_backend(torch_row.accuracy_key, torch_row.label, model, device=device,
                               file=str(files["checkpoint"]), size_bytes=files["checkpoint"].stat().st_size)]
     if "tensorrt" in plans:
         backends.append(torch_backend("sim_int8", "simulated INT8 (PyTorch)", QuantSim(folded, plans["tensorrt"]),
                                       device=device))
-    names = {"fp32": "ONNX Runtime FP32", "fp16": "ONNX Runtime FP16",
-             "tensorrt": "ONNX Runtime INT8 (TensorRT target)", "cpu": "ONNX Runtime INT8 (CPU target)"}
-    for key in ("fp32", "fp16", "tensorrt", "cpu"):
-        if key in files:
-            backends.append(onnx_backend(f"onnxruntime_{key}", names[key], str(files[key]), threads=opts.threads or 0,
-                                         size_bytes=files[key].stat().st_size))
+    for row in BENCH_ROWS.values():  # the ONNX models, named as the benchmark names them
+        if row.role in files and row.role != "checkpoint":
+            path = files[row.role]
+            backends.append(onnx_backend(row.accuracy_key, row.label, str(path), threads=opts.threads or 0,
+                                         size_bytes=path.stat().st_size))
     loader = DataLoader(Transformed(data.test, eval_transform(ckpt.preprocessing)),
                         batch_size=opts.batch_size, collate_fn=collate_skip_none)
     with progress("verify", len(data.test)) as step:
         labels = run_backends(backends, loader, on_batch=step)
-    report = compare(backends, labels, reference="pytorch_fp32", tolerance=opts.tolerance, dataset=data.name,
-                     split="test", sim_pair=("sim_int8", "onnxruntime_tensorrt") if "tensorrt" in plans else None)
+    report = compare(backends, labels, reference=torch_row.accuracy_key, tolerance=opts.tolerance, dataset=data.name,
+                     split="test", sim_pair=("sim_int8", BENCH_ROWS["onnx-int8"].accuracy_key) if "tensorrt" in plans else None)
     if calib is not None:  # an INT8 miss is often the calibration set: name it
         small = f", fewer than {SMALL_CALIBRATION}: calibrate on more" if calib.images < SMALL_CALIBRATION else ""
         report.failures = [f"{f}; its ranges come from {calib.images} calibration images of {calib.data}{small}"
@@ -532,9 +498,6 @@ def _float_layers(opts: ExportOptions, folded, graph, calib: Calibration, hold: 
 # what a float layer of the Q/DQ file runs at on each TensorRT (see export/build_plan.py): 8.5 and 10.x
 # build it with BuilderFlag.FP16 beside INT8, so TensorRT may run it in FP16; 11.x is strongly typed
 # and runs the FP32 the file declares. ONNX Runtime's CPU provider runs the CPU file's float layers in FP32.
-FLOAT_PRECISION = {"tensorrt": {"8.5": "fp16", "10.x": "fp16", "11.x": "fp32"}, "cpu": {"onnxruntime": "fp32"}}
-
-
 def _mixed_precision(float_layers: dict[str, str], result: FallbackResult | None) -> dict[str, Any]:
     return {"float_layers": dict(float_layers), "fallback": None if result is None else result.to_dict()}
 
@@ -610,52 +573,25 @@ def _versions() -> dict[str, str | None]:
 def _manifest(ckpt: Checkpoint, files: dict[str, Path], report: dict[str, Any], calib, lint, opts: ExportOptions,
               cache_info: dict[str, Any] | None = None, mixed: dict[str, Any] | None = None,
               warnings: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    size = ckpt.preprocessing.input_size
-    precision = {"fp32": "fp32", "fp16": "fp16", "tensorrt": "int8", "cpu": "int8", "implicit": "int8"}
-    entries = {}
-    for key, path in files.items():
-        if key == "manifest":
-            continue
-        entry: dict[str, Any] = {"sha256": atomic.sha256_file(path), "bytes": path.stat().st_size, "role": key}
-        if key in precision:
-            entry["precision"] = precision[key]
-        if key in ("tensorrt", "cpu", "implicit"):
-            entry["target"] = key
-        if key == "tensorrt":
-            entry["lint"] = "clean" if not lint.get(key) else lint[key]
-            if (warnings or {}).get(key):
-                entry["lint_warnings"] = warnings[key]
-        entries[path.name] = entry
-    return {
-        "format": MANIFEST_FORMAT,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {"arch": ckpt.arch, "shortcut": ckpt.shortcut, "num_classes": ckpt.num_classes,
-                  "trained_on": ckpt.extra.get("dataset"), "run_id": ckpt.extra.get("run_id")},
-        "input": {"name": INPUT, "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW"},
-        "output": {"name": OUTPUT, "shape": ["batch", ckpt.num_classes], "dtype": "float32"},
-        "preprocessing": ckpt.preprocessing.to_dict(),
-        "labels": list(ckpt.classes),
-        "int8": None if calib is None else {
-            "calibration": {"method": calib.method, "requested": calib.requested or calib.method,
-                            "percentile": calib.percentile, "images": calib.images,
-                            "skipped": calib.skipped, "data": calib.data, "bias_correction": bool(calib.channel_mean)},
-            "models": {FILES[t]: {"target": t, "definition": INT8_DEFINITIONS[t],
-                                  "float_layers": {layer: {"reason": why, "precision": FLOAT_PRECISION[t]}
-                                                   for layer, why in (mixed or {}).get("float_layers", {}).items()}
-                                  if t in FLOAT_PRECISION else {}}
-                       for t in (*opts.targets, "implicit")},
-            # an engine's key records its int8_mode; this says which definition (and file) it follows
-            "engines": {mode: {"model": FILES[target], "definition": target}
-                        for mode, target in ENGINE_INT8.items()},
-            "calib_cache": cache_info,
-            "fallback": None if mixed is None else mixed["fallback"],
-        },
-        "opset": OPSET,
-        "files": entries,
-        "versions": _versions(),
-        "accuracy": report,
-    }
+    extra: dict[str, dict[str, Any]] = {}
+    if "tensorrt" in files:
+        extra["tensorrt"] = {"lint": "clean" if not lint.get("tensorrt") else lint["tensorrt"]}
+        if (warnings or {}).get("tensorrt"):
+            extra["tensorrt"]["lint_warnings"] = warnings["tensorrt"]
+    int8 = None
+    if calib is not None:
+        calibration = {"method": calib.method, "requested": calib.requested or calib.method,
+                       "percentile": calib.percentile, "images": calib.images, "skipped": calib.skipped,
+                       "data": calib.data, "bias_correction": bool(calib.channel_mean)}
+        int8 = int8_section(calibration, (*opts.targets, "implicit"), (mixed or {}).get("float_layers", {}),
+                            cache_info, None if mixed is None else mixed["fallback"])
+    return build_manifest(
+        model={"arch": ckpt.arch, "shortcut": ckpt.shortcut, "num_classes": ckpt.num_classes,
+               "trained_on": ckpt.extra.get("dataset"), "run_id": ckpt.extra.get("run_id")},
+        input_name=INPUT, input_size=ckpt.preprocessing.input_size, output_name=OUTPUT,
+        num_classes=ckpt.num_classes, preprocessing=ckpt.preprocessing.to_dict(), labels=ckpt.classes,
+        files=file_entries(files, extra), int8=int8, opset=OPSET, versions=_versions(), accuracy=report)
 
 
-__all__ = ["EXIT_TOLERANCE", "FILES", "TARGET_CHOICES", "ExportOptions", "ExportResult",
+__all__ = ["TARGET_CHOICES", "ExportOptions", "ExportResult",
            "export_run", "resolve_checkpoint"]

@@ -26,12 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_resnet.atomic import sha256_file
+from edge_resnet.contract.files import DEVICE_FILES, FILES, LAST, MANIFEST, TRAINING_FILES
 
-CHECKPOINT, LAST, MANIFEST = "model.pt", "last.pt", "manifest.json"
-# files a training run writes beside its model.pt (besides eval-<data>-<split>.json)
-TRAINING_FILES = (LAST, "train.json")
-# files the device-side commands write into a run or bundle folder, besides engines (*.engine, *.engine.json)
-DEVICE_FILES = ("bench.json", "bench.png", "device_report.json", "timing.cache")
+CHECKPOINT = FILES["checkpoint"]
 
 
 @dataclass(frozen=True)

@@ -22,18 +22,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge_resnet.errors import ConfigError
+from edge_resnet.contract.files import FILES, TIMING_CACHE
 from edge_resnet.export.engine_key import PRECISIONS, short_version, strongly_typed_only, version_tuple
 from edge_resnet.export.jetson import dla_device_refusal, dla_version_refusal
 
-# the run directory's files (edge_resnet.pipeline.FILES), by the role the build gives them
-ONNX_FILES = {"fp32": "model.fp32.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx",
-              "implicit": "model.int8.implicit.onnx"}
+# the run directory's files the build reads, by the precision (or mode) it builds
+ONNX_FILES = {"fp32": FILES["fp32"], "fp16": FILES["fp16"], "int8": FILES["tensorrt"], "implicit": FILES["implicit"]}
 # TensorRT Python names 11.0 removed (NVIDIA's 10.x -> 11.x migration guide) that 8.5-10.x builds use:
 # no plan for 11.x may reach them (tests/export/test_tensorrt_api.py checks both against the bindings)
 REMOVED_IN_11 = ("BuilderFlag.INT8", "BuilderFlag.FP16", "IInt8EntropyCalibrator2", "IBuilderConfig.int8_calibrator",
                  "IBuilderConfig.set_calibration_profile", "NetworkDefinitionCreationFlag.EXPLICIT_BATCH")
-CALIB_CACHE = "calib.cache"
-TIMING_CACHE = "timing.cache"
+CALIB_CACHE = FILES["cache"]
 
 
 @dataclass(frozen=True)

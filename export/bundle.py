@@ -34,13 +34,12 @@ from typing import Any
 import numpy as np
 
 from edge_resnet import __version__, atomic
+from edge_resnet.contract.files import BUILD_SCRIPT, FILES, MANIFEST, RUN_FILES, VALIDATION
 from edge_resnet.errors import EdgeResNetError
 
-VALIDATION = "validation.npz"
-SCRIPT = "build_engine.sh"
-MANIFEST = "manifest.json"
+SCRIPT = BUILD_SCRIPT
 # the run's files a bundle carries, by the role the export gave them
-BUNDLED_ROLES = ("fp32", "tensorrt", "cpu", "fp16", "implicit", "cache")
+BUNDLED_ROLES = tuple(f.role for f in RUN_FILES if f.bundled)
 MAX_BYTES = 4 << 30
 MAX_FILES = 256
 MAX_MANIFEST_BYTES = 16 << 20
@@ -69,7 +68,7 @@ def write_bundle(run_dir: Path, manifest: Mapping[str, Any], out_dir: Path, *, v
                               "beside the run (the default is <run>-bundle)")
     if out_dir.exists() and not is_bundle(out_dir):
         raise EdgeResNetError(f"{out_dir} exists and is not a bundle; choose another --output or remove it")
-    checkpoint_sha = ((manifest.get("files") or {}).get("model.pt") or {}).get("sha256")
+    checkpoint_sha = ((manifest.get("files") or {}).get(FILES["checkpoint"]) or {}).get("sha256")
     if out_dir.exists() and not force:
         other = read_bundle_manifest(out_dir)["bundle"]
         same_run = other.get("source_run") and Path(str(other["source_run"])).resolve() == run_resolved

@@ -37,6 +37,7 @@ import onnx
 from onnx import numpy_helper
 
 from edge_resnet.errors import EdgeResNetError
+from edge_resnet.contract.files import MANIFEST
 
 __all__ = ["Violation", "errors", "lint_model", "load_model", "manifest_float_layers"]
 
@@ -137,7 +138,7 @@ def manifest_float_layers(onnx_path: str | os.PathLike[str]) -> list[str] | None
     no manifest or it says nothing about the file (a model from elsewhere)."""
     path = Path(onnx_path)
     try:
-        manifest = json.loads((path.parent / "manifest.json").read_text())
+        manifest = json.loads((path.parent / MANIFEST).read_text())
         entry = manifest["int8"]["models"][path.name]
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -18,7 +18,7 @@ import pytest
 from edge_resnet.calibration.cache import load_calibration, save_calibration
 
 import cli
-from edge_resnet.pipeline import EXIT_TOLERANCE
+from edge_resnet.contract import EXIT_TOLERANCE
 from tests.test_cli_export import FAST, user_error
 from tests.tiny_model import listing, tiny_checkpoint
 

@@ -22,7 +22,8 @@ from edge_resnet.calibration.readers import open_calibration_data
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models.graph import trace
-from edge_resnet.pipeline import FILES, ExportOptions, ExportResult, export_run
+from edge_resnet.contract.files import FILES
+from edge_resnet.pipeline import ExportOptions, ExportResult, export_run
 from edge_resnet.training import load_checkpoint
 from edge_resnet.training.evaluate import evaluate_checkpoint
 from edge_resnet.export.lint import errors, lint_model, manifest_float_layers

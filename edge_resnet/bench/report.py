@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_resnet import atomic
+from edge_resnet.contract.files import BENCH_JSON, BENCH_PNG
 
 if TYPE_CHECKING:
     from edge_resnet.bench.benchmark import Job
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT = "edge-resnet/bench-1"
-JSON_NAME, PLOT_NAME = "bench.json", "bench.png"
+JSON_NAME, PLOT_NAME = BENCH_JSON, BENCH_PNG
 # speed-ups are relative to the first of these that was measured (same runtime, FP32)
 REFERENCES = ("onnx-fp32", "pytorch")
 DEFINITIONS = {

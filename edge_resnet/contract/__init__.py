@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+from edge_resnet.contract.files import BY_ROLE, RunFile
+
 # exit status of a command whose accuracy check failed (its report is still written)
 EXIT_TOLERANCE = 3
 
@@ -21,19 +23,32 @@ class BenchRow:
     """One kind of benchmark row: which file of a run directory it measures and how to name it."""
 
     label: str
-    role: Optional[str]  # the file's role in the manifest; None: the run's *.engine files
-    precision: Optional[str]
-    accuracy_key: Optional[str]  # the backend's key in the export's accuracy report
-    export_hint: str  # what writes the file
+    role: Optional[str]  # the file's role (edge_resnet.contract.files); None: the run's *.engine files
+
+    @property
+    def file(self) -> Optional[RunFile]:
+        return None if self.role is None else BY_ROLE[self.role]
+
+    @property
+    def precision(self) -> Optional[str]:
+        return None if self.file is None else self.file.precision
+
+    @property
+    def accuracy_key(self) -> Optional[str]:
+        """The file's row in the export's accuracy report."""
+        return None if self.file is None else self.file.report_key
+
+    @property
+    def export_hint(self) -> str:
+        """What writes the file."""
+        return "the TensorRT engine builder" if self.file is None else self.file.writer
 
 
 BENCH_ROWS: Dict[str, BenchRow] = {
-    "pytorch": BenchRow("PyTorch FP32", "checkpoint", "fp32", "pytorch_fp32", "edge-resnet train"),
-    "onnx-fp32": BenchRow("ONNX Runtime FP32", "fp32", "fp32", "onnxruntime_fp32", "edge-resnet export"),
-    "onnx-fp16": BenchRow("ONNX Runtime FP16", "fp16", "fp16", "onnxruntime_fp16", "edge-resnet export --fp16"),
-    "onnx-int8": BenchRow("ONNX Runtime INT8 (TensorRT target)", "tensorrt", "int8", "onnxruntime_tensorrt",
-                          "edge-resnet export --int8"),
-    "onnx-int8-cpu": BenchRow("ONNX Runtime INT8 (CPU target)", "cpu", "int8", "onnxruntime_cpu",
-                              "edge-resnet export --int8 --target cpu"),
-    "tensorrt": BenchRow("TensorRT", None, None, None, "the TensorRT engine builder"),
+    "pytorch": BenchRow("PyTorch FP32", "checkpoint"),
+    "onnx-fp32": BenchRow("ONNX Runtime FP32", "fp32"),
+    "onnx-fp16": BenchRow("ONNX Runtime FP16", "fp16"),
+    "onnx-int8": BenchRow("ONNX Runtime INT8 (TensorRT target)", "tensorrt"),
+    "onnx-int8-cpu": BenchRow("ONNX Runtime INT8 (CPU target)", "cpu"),
+    "tensorrt": BenchRow("TensorRT", None),
 }

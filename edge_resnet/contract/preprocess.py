@@ -43,7 +43,7 @@ class PreprocessSpec:
     channel_order: str = "RGB"
     # memory layout of the input tensor (NCHW only, for now)
     layout: str = "NCHW"
-    # which library resizes (edge_resnet.imaging.RESAMPLERS): "pil" is torchvision's antialiased
+    # which library resizes (RESAMPLERS): "pil" is torchvision's antialiased
     # resize; "opencv" (cv2.resize INTER_LINEAR, no antialiasing; bilinear only) costs ~10x less
     # per camera frame
     resampler: str = "pil"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_resnet import atomic
+from edge_resnet.contract.files import FILES
 from edge_resnet.data import load_dataset
 from edge_resnet.environment import machine
 from edge_resnet.errors import ConfigError
@@ -163,7 +164,7 @@ def run_degradation(
     require_matplotlib()  # fail before an hour of training, not after
     out = Path(output)
     atomic.check_writable_dir(out, f"--output {out}")
-    taken = [m for m in models if (out / m / LAST).exists() or (out / m / "model.pt").exists()]
+    taken = [m for m in models if (out / m / LAST).exists() or (out / m / FILES["checkpoint"]).exists()]
     if taken:
         raise ConfigError(f"{out} already holds runs of {', '.join(taken)}; pass another --output or delete it")
     train_data = data

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from edge_resnet.contract.files import BY_CHOICE
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.runtime.backends import OnnxRuntimeBackend, Provider, available_providers, default_providers, uses_gpu
 from edge_resnet.runtime.manifest import Manifest, load_manifest
@@ -39,14 +40,10 @@ from edge_resnet.runtime.preprocess import Frame, Preprocessor, to_rgb
 
 log = logging.getLogger(__name__)
 
-# model choice -> the role the export gives that file in the manifest (edge_resnet.pipeline.FILES)
-MODEL_ROLES = {"int8": "tensorrt", "int8-cpu": "cpu", "fp32": "fp32", "fp16": "fp16"}
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 # the engine precision that stands for each model choice
-ENGINE_PRECISION = {"int8": "int8", "fp32": "fp32", "fp16": "fp16"}
-# the export command that writes each model choice, for "re-export with ..." messages
-EXPORT_HINT = {"int8": "edge-resnet export --int8", "int8-cpu": "edge-resnet export --int8 --target cpu",
-               "fp32": "edge-resnet export", "fp16": "edge-resnet export --fp16"}
+# (no engine stands for the CPU target: it is laid out for ONNX Runtime's CPU kernels only)
+ENGINE_PRECISION = {choice: f.precision for choice, f in BY_CHOICE.items() if f.target != "cpu"}
 
 
 @dataclass(frozen=True)
@@ -86,22 +83,22 @@ def select_model(manifest: Manifest, model: str, providers: Sequence[Provider]) 
     Raises:
         EdgeResNetError: the run has no such model, or the path does not exist.
     """
-    if model not in MODEL_ROLES:
+    if model not in BY_CHOICE:
         path = Path(model)
         for candidate in (manifest.run_dir / path, path):
             if candidate.is_file():
                 return candidate
-        raise EdgeResNetError(f"model {model!r} is neither one of {', '.join(MODEL_ROLES)} nor an existing file")
+        raise EdgeResNetError(f"model {model!r} is neither one of {', '.join(BY_CHOICE)} nor an existing file")
     if model == "int8":
         # see the module docstring: the CPU target is the fast one on ORT's CPU provider
         roles = ("tensorrt", "cpu") if uses_gpu(providers) else ("cpu", "tensorrt")
     else:
-        roles = (MODEL_ROLES[model],)
+        roles = (BY_CHOICE[model].role,)
     entry = next((e for e in map(manifest.by_role, roles) if e is not None), None)
     if entry is not None and entry.role != roles[0]:
         log.info("%s has no %s-target INT8 model; using %s", manifest.run_dir, roles[0], entry.name)
     if entry is None:
-        raise EdgeResNetError(f"{manifest.run_dir} has no {model} model; re-export it with `{EXPORT_HINT[model]}`")
+        raise EdgeResNetError(f"{manifest.run_dir} has no {model} model; re-export it with `{BY_CHOICE[model].writer}`")
     return manifest.path(entry.name)
 
 

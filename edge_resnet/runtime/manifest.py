@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_resnet.atomic import sha256_file
+from edge_resnet.contract.files import MANIFEST, SUPPORTED_FORMATS
 from edge_resnet.errors import EdgeResNetError
 
-MANIFEST_NAME = "manifest.json"
-# The format edge_resnet.pipeline writes (it is MANIFEST_FORMAT there; the pipeline imports
-# torch, so the runtime keeps its own copy and a test keeps the two equal).
-SUPPORTED_FORMATS = ("edge-resnet/manifest-1",)
 
 
 @dataclass(frozen=True)
@@ -31,7 +28,7 @@ class FileEntry:
     name: str
     sha256: str
     bytes: int
-    # what the file is, in the pipeline's words: fp32, fp16, tensorrt, cpu, checkpoint, calib, ...
+    # what the file is: a role of edge_resnet.contract.files (fp32, tensorrt, cpu, checkpoint, calib, ...)
     role: str
     precision: str | None = None
     target: str | None = None
@@ -84,7 +81,7 @@ class Manifest:
         for name in (self.files if names is None else names):
             entry = self.files.get(name)
             if entry is None:
-                raise EdgeResNetError(f"{name} is not listed in {self.path(MANIFEST_NAME)}; "
+                raise EdgeResNetError(f"{name} is not listed in {self.path(MANIFEST)}; "
                                       f"listed files: {', '.join(self.files)}")
             path = self.path(name)
             if not path.is_file():
@@ -111,10 +108,10 @@ def load_manifest(run_dir_or_manifest: str | Path, *, verify: bool = False) -> M
         raise EdgeResNetError(f"{path} is a bundle archive; unpack it first (`edge-resnet build-engine` and "
                               "`verify --bundle` do) and pass the folder")
     if path.is_dir():
-        path = path / MANIFEST_NAME
+        path = path / MANIFEST
     if not path.is_file():
-        where = path.parent if path.name == MANIFEST_NAME else path
-        raise EdgeResNetError(f"no {MANIFEST_NAME} at {where}; pass a run directory written by "
+        where = path.parent if path.name == MANIFEST else path
+        raise EdgeResNetError(f"no {MANIFEST} at {where}; pass a run directory written by "
                               "`edge-resnet export` (or its manifest.json)")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))

@@ -31,7 +31,7 @@ class TrainConfig:
     num_classes: int | None = None
     # network input side; None: the model's default (32 CIFAR, 224 ImageNet)
     input_size: int | None = None
-    # the resize implementation of the preprocessing (edge_resnet.imaging.RESAMPLERS); None: "pil"
+    # the resize implementation of the preprocessing (edge_resnet.contract.preprocess.RESAMPLERS); None: "pil"
     # for a fresh model, the checkpoint's own when fine-tuning one of ours
     resampler: str | None = None
     epochs: int = 30

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from edge_resnet import atomic
 from edge_resnet.contract.preprocess import PreprocessSpec
+from edge_resnet.contract.files import FILES, HISTORY, LAST, MANIFEST
 from edge_resnet.data import (
     DatasetSplits,
     Transformed,
@@ -36,7 +37,7 @@ from edge_resnet.training.evaluate import EvalResult, eval_json_path, evaluate
 
 log = logging.getLogger(__name__)
 
-LAST, BEST, HISTORY_JSON = "last.pt", "model.pt", "train.json"
+BEST, HISTORY_JSON = FILES["checkpoint"], HISTORY
 # options that may change when a run is resumed; anything else must match the saved run
 RESUMABLE_OVERRIDES = frozenset({"output", "device", "workers", "epochs"})
 
@@ -255,7 +256,7 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
             f"{run_dir} already holds a training run; pass --resume to continue it, "
             "or --output DIR to train elsewhere"
         )
-    held = [n for n in (BEST, "manifest.json") if (run_dir / n).exists()]
+    held = [n for n in (BEST, MANIFEST) if (run_dir / n).exists()]
     if not resume and held:
         raise ConfigError(f"{run_dir} already holds a model ({', '.join(held)}) that training would replace; "
                           "pass --output DIR to train elsewhere")
@@ -283,7 +284,7 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
     history: list[EpochStats] = []
     start_epoch, best_key, best_epoch = 1, (-1.0, 0.0), 0
     if state is not None:
-        load_weights(model, resumed.state_dict, source="last.pt")
+        load_weights(model, resumed.state_dict, source=LAST)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         history = [EpochStats(**h) for h in state["history"]]

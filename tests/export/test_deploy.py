@@ -409,12 +409,6 @@ def test_verify_engine_without_a_key(fresh_bundle: Path) -> None:
         verify_engine(fresh_bundle, "mystery.engine", system=ORIN)
 
 
-def test_device_exit_code_is_the_pipelines() -> None:
-    from edge_resnet import deploy, pipeline
-
-    assert deploy.EXIT_TOLERANCE == pipeline.EXIT_TOLERANCE == 3
-
-
 def test_run_directory_is_not_a_bundle(engine_run: Path) -> None:
     with pytest.raises(EdgeResNetError, match="is a run directory, not a bundle"):
         check_model(engine_run, "model.int8.onnx", providers=["CPUExecutionProvider"])

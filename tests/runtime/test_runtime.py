@@ -23,9 +23,9 @@ from edge_resnet.contract.preprocess import PreprocessSpec
 from edge_resnet.data import eval_transform, load_dataset
 from edge_resnet.data.folder import to_rgb as training_to_rgb
 from edge_resnet.errors import EdgeResNetError
-from edge_resnet.pipeline import FILES, MANIFEST_FORMAT, ExportOptions, export_run
+from edge_resnet.contract.files import FILES
+from edge_resnet.pipeline import ExportOptions, export_run
 from edge_resnet.runtime import Classifier, Prediction, Preprocessor, load_manifest, select_model
-from edge_resnet.runtime.manifest import SUPPORTED_FORMATS
 from edge_resnet.runtime.preprocess import crop_origin, resized_size, to_rgb
 from tests.helpers import BLOCK_TORCH
 from tests.tiny_model import opencv_checkpoint, tiny_checkpoint
@@ -298,7 +298,6 @@ def test_manifest_fields_and_checksums(run_dir: Path, tmp_path: Path) -> None:
     assert "zero point 0" in m.int8["models"][FILES["tensorrt"]]["definition"]
     assert "uint8" in m.int8["models"][FILES["cpu"]]["definition"]
     assert "calib.cache" in m.int8["models"][FILES["implicit"]]["definition"]
-    assert SUPPORTED_FORMATS == (MANIFEST_FORMAT,)  # the runtime reads what the pipeline writes
 
     tampered = _copy_run(run_dir, tmp_path / "tampered")
     data = bytearray((tampered / FILES["fp32"]).read_bytes())
