@@ -1,8 +1,10 @@
-"""What a measured figure ran on: CPU, cores, library versions, GPU, Python.
+"""The running machine: what a measured figure ran on, and what a TensorRT engine is built for.
 
 ``machine()`` is the one-line summary the training benchmarks print (it imports torch);
 ``describe()`` is the torch-free record that ``edge-resnet bench`` stores with every result,
-including, on a Jetson, the power mode and whether the clocks are locked.
+including, on a Jetson, the power mode and whether the clocks are locked; ``probe_system()`` is
+what an engine key records (GPU, compute capability, TensorRT, JetPack, L4T). The Jetson's files
+are read here and nowhere else.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edge_resnet.contract.engine import System, short_version
+
+# where JetPack keeps its identity; read as files so tests can point them elsewhere
+TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 # distributions whose versions a benchmark depends on; looked up without importing them
 LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "pillow", "opencv-python-headless",
              "opencv-python", "torch", "tensorrt", "cuda-python", "matplotlib")
@@ -96,8 +103,8 @@ def jetson() -> dict[str, Any] | None:
     core and the GPU have their minimum frequency raised to their maximum, which is what
     ``jetson_clocks`` does (read from sysfs, because ``jetson_clocks --show`` needs root).
     """
-    release = _read("/etc/nv_tegra_release")
-    model = _read("/proc/device-tree/model")
+    release = _read(str(TEGRA_RELEASE))
+    model = _read(str(DEVICE_TREE_MODEL))
     if release is None and not (model and "jetson" in model.lower()):
         return None
     return {
@@ -154,11 +161,77 @@ def clock_state(root: str = "/sys") -> dict[str, Any]:
     return {"locked": all(parts) if parts else None, "cpu": cpu, "gpu": gpu}
 
 
-def _command(argv: list[str]) -> str | None:
+def parse_tegra_release(text: str) -> str | None:
+    """The L4T release from /etc/nv_tegra_release: "# R36 (release), REVISION: 4.3, ..." -> "36.4.3"."""
+    m = re.search(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)\.(\d+)", text)
+    return f"{m[1]}.{m[2]}.{m[3]}" if m else None
+
+
+def parse_jetpack_version(text: str) -> str | None:
+    """The JetPack release from ``dpkg-query -W -f='${Version}' nvidia-jetpack``: "6.2+b77" -> "6.2"."""
+    m = re.match(r"\s*(\d+(?:\.\d+)*)", text)
+    return m[1] if m else None
+
+
+def installed_tensorrt() -> str | None:
+    """The version of the importable ``tensorrt`` package, or None."""
+    try:
+        import tensorrt
+    except (ImportError, OSError):
+        return None
+    return short_version(tensorrt.__version__)
+
+
+def _cuda_device() -> tuple[str | None, str | None]:
+    """(name, "major.minor") of CUDA device 0 through cuda-python, or (None, None)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python before 12.6
+        except ImportError:
+            return None, None
+    try:
+        err, prop = cudart.cudaGetDeviceProperties(0)
+    except Exception:  # noqa: BLE001 - no CUDA runtime library or driver: cuda-python raises RuntimeError & co.
+        return None, None
+    if int(err) != 0:
+        return None, None
+    name = prop.name.decode("utf-8", "replace") if isinstance(prop.name, bytes) else str(prop.name)
+    return name.rstrip("\x00").strip() or None, f"{prop.major}.{prop.minor}"
+
+
+def probe_system() -> System:
+    """What this machine is, as the engine key records it.
+
+    On a Jetson the GPU is named by the board (/proc/device-tree/model, e.g. "NVIDIA Jetson AGX Orin
+    Developer Kit"), which ``build_engine.sh`` reads the same way, so both name engines alike;
+    elsewhere by the CUDA device name (as nvidia-smi prints it).
+    """
+    l4t_text = _read(str(TEGRA_RELEASE))
+    l4t = parse_tegra_release(l4t_text) if l4t_text else None
+    name, cc = _cuda_device()
+    gpu = _read(str(DEVICE_TREE_MODEL)) if l4t else None
+    if not gpu:
+        gpu = name
+    if not gpu:
+        smi = _command(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
+        gpu = smi.splitlines()[0].strip() if smi and smi.strip() else None
+    if cc is None:
+        smi = _command(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"])
+        cc = smi.splitlines()[0].strip() if smi and smi.strip() else None
+    jetpack = None
+    if l4t:
+        dpkg = _command(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
+        jetpack = parse_jetpack_version(dpkg) if dpkg else None
+    return System(gpu=gpu, compute_capability=cc, tensorrt=installed_tensorrt(), jetpack=jetpack, l4t=l4t)
+
+
+def _command(argv: list[str], timeout: float = 20) -> str | None:
     if shutil.which(argv[0]) is None:
         return None
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout if out.returncode == 0 else None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from edge_resnet.errors import ConfigError
 from edge_resnet.contract.files import FILES, TIMING_CACHE
-from edge_resnet.export.engine_key import PRECISIONS, short_version, strongly_typed_only, version_tuple
+from edge_resnet.contract.engine import PRECISIONS, short_version, strongly_typed_only, version_tuple
 from edge_resnet.export.jetson import dla_device_refusal, dla_version_refusal
 
 # the run directory's files the build reads, by the precision (or mode) it builds

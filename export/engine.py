@@ -8,7 +8,7 @@ A DLA build is refused before parsing where the builder reports no such DLA core
 
 TensorRT cannot be installed on the development machines, so this module is written against the
 documented Python API (8.5, 10.x, 11.x) and its build is covered by tests marked ``tensorrt``;
-everything it decides is in ``build_plan``/``engine_key``/``trtexec`` and tested everywhere.
+everything it decides is in ``build_plan``/``contract.engine``/``trtexec`` and tested everywhere.
 Importing it needs neither torch nor TensorRT.
 """
 
@@ -25,7 +25,8 @@ from typing import Any
 from edge_resnet import atomic
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.export.build_plan import BuildOptions, BuildPlan, plan_build
-from edge_resnet.export.engine_key import EngineKey, System, probe_system, version_code, write_sidecar
+from edge_resnet.contract.engine import EngineKey, System, version_code, write_sidecar
+from edge_resnet.environment import probe_system
 from edge_resnet.export.jetson import dla_core_refusal
 from edge_resnet.export.trtexec import retag_cache
 

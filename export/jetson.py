@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_resnet.export.engine_key import short_version, version_tuple
+from edge_resnet.contract.engine import short_version, version_tuple
 
 
 @dataclass(frozen=True)

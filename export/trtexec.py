@@ -3,7 +3,7 @@
 ``trtexec_args`` gives the arguments of one build (from ``edge_resnet.export.build_plan.plan_build``, the same
 plan the Python builder follows); ``build_script`` writes ``build_engine.sh``, which finds
 trtexec, reads its TensorRT version from trtexec's own banner, picks the lines for that version,
-names the engine by its key (``edge_resnet.export.engine_key.engine_filename``, reproduced in shell) and
+names the engine by its key (``edge_resnet.contract.engine.engine_filename``, reproduced in shell) and
 writes the key beside it. ``edge-resnet trtexec-cmd`` prints the lines for a version given on the
 command line, so everything here is testable without TensorRT.
 
@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from edge_resnet import __version__
 from edge_resnet.export.build_plan import BuildOptions, BuildPlan, plan_build
-from edge_resnet.export.engine_key import engine_filename, version_code, version_tuple
+from edge_resnet.contract.engine import engine_filename, version_code, version_tuple
 from edge_resnet.export.jetson import DLA_JETPACK_11, FIRST_11X_DLA, LAST_10X_DLA, NO_DLA_BOARDS, dla_device_refusal, dla_version_refusal
 
 TRTEXEC_JETPACK = "/usr/src/tensorrt/bin/trtexec"

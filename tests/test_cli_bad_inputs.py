@@ -417,7 +417,7 @@ def test_engine(case: str, bundle: Path, tmp_path: Path, work: Path) -> None:
     elif case == "a junk engine with a key":
         from edge_resnet.export.build_plan import BuildOptions, plan_build
         from edge_resnet.export.engine import engine_key
-        from edge_resnet.export.engine_key import System, write_sidecar
+        from edge_resnet.contract.engine import System, write_sidecar
 
         orin = System(gpu="NVIDIA Jetson AGX Orin", compute_capability="8.7", tensorrt="10.3.0", jetpack="6.2",
                       l4t="36.4.3")

@@ -20,7 +20,7 @@ import pytest
 from tests.import_graph import PACKAGE_DIRS, ROOT, closure, external, module_name, project
 
 # what a device (a Jetson, a camera box) runs: the runtime, the benchmark, the bundle/engine tools, the lint
-DEVICE_ENTRIES = ["cli", "edge_resnet.deploy", "edge_resnet.export.lint", "edge_resnet.export.trtexec",
+DEVICE_ENTRIES = ["cli", "edge_resnet.deploy", "edge_resnet.deploy.device", "edge_resnet.export.lint", "edge_resnet.export.trtexec",
                   "edge_resnet.export.engine", "edge_resnet.export.bundle"] + \
                  [m for m in project() if m.startswith(("edge_resnet.runtime", "edge_resnet.bench"))]
 # third-party packages a device module may import when it is imported (tensorrt and cuda-python only in

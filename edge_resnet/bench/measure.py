@@ -90,7 +90,7 @@ def build_backend(kind: str, path: Path, providers: list[str] | None, threads: i
             from edge_resnet.runtime.tensorrt_backend import TensorRTBackend
         except ImportError as e:
             raise EdgeResNetError(f"the TensorRT backend cannot be imported ({e})") from None
-        from edge_resnet.export.engine_key import read_sidecar
+        from edge_resnet.contract.engine import read_sidecar
 
         # a DLA engine runs only on the core it was built for: the runtime's default would not place it
         key = read_sidecar(path)

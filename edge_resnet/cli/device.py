@@ -96,7 +96,7 @@ def _print_check(check: Any) -> int:
 
 
 def cmd_build_engine(args: argparse.Namespace) -> int:
-    from edge_resnet.deploy import build_and_check
+    from edge_resnet.deploy.device import build_and_check
 
     check = build_and_check(args.bundle, build_options(args), rebuild=not args.no_rebuild, force=args.force)
     print(f"engine {check.engine} ({check.action})")
@@ -104,7 +104,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from edge_resnet.deploy import check_model, verify_engine
+    from edge_resnet.deploy.device import check_model, verify_engine
 
     if (args.engine is None) == (args.onnx is None):
         raise EdgeResNetError("give exactly one of --engine FILE (a TensorRT engine) or --onnx FILE "
@@ -119,7 +119,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_trtexec(args: argparse.Namespace) -> int:
     from edge_resnet.runtime.manifest import load_manifest
     from edge_resnet.export.build_plan import plan_build
-    from edge_resnet.export.engine_key import probe_system
+    from edge_resnet.environment import probe_system
     from edge_resnet.export.trtexec import command_line
 
     manifest = load_manifest(args.run)

@@ -155,7 +155,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from edge_resnet.deploy import make_bundle
+    from edge_resnet.deploy.bundle import make_bundle
 
     result = make_bundle(args.run, args.output, data=args.data, samples=args.samples, build=build_options(args),
                          force=args.force)

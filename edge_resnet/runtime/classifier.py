@@ -203,7 +203,8 @@ class Classifier:
 def _engine_backend(manifest: Manifest, precision: str, required: bool) -> Any:
     """A TensorRTBackend on the best engine of ``precision`` valid on this system, or None (auto only)."""
     from edge_resnet.runtime.tensorrt_backend import TensorRTBackend, tensorrt_version
-    from edge_resnet.export.engine_key import find_engines, probe_system
+    from edge_resnet.contract.engine import find_engines
+    from edge_resnet.environment import probe_system
 
     def fail_or_none(why: str) -> None:
         if required:

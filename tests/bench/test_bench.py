@@ -299,7 +299,7 @@ def test_a_dla_engine_is_loaded_on_its_core(tmp_path: Path, monkeypatch: pytest.
     would not place a DLA engine); an engine built for the GPU gets none. TensorRT cannot run here, so
     the backend class is replaced by one that records how it was built."""
     from edge_resnet.bench.measure import build_backend
-    from edge_resnet.export.engine_key import EngineKey, write_sidecar
+    from edge_resnet.contract.engine import EngineKey, write_sidecar
     from edge_resnet.runtime import tensorrt_backend
 
     made: list[tuple[Path, int | None]] = []

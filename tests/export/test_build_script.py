@@ -28,7 +28,7 @@ from edge_resnet.runtime.manifest import load_manifest
 from edge_resnet.export.build_plan import BuildOptions, plan_build
 from edge_resnet.export.bundle import SCRIPT
 from edge_resnet.export.engine import engine_key
-from edge_resnet.export.engine_key import System, decide, engine_filename, read_sidecar, version_from_code
+from edge_resnet.contract.engine import System, decide, engine_filename, read_sidecar, version_from_code
 from edge_resnet.export.trtexec import TRTEXEC_JETPACK, build_script, retag_cache, retagged_cache_name, trtexec_args
 from tests.export.conftest import PREBUILT
 from tests.export.util import install_trtexec_stand_in, sha256
@@ -252,7 +252,7 @@ def test_a_file_the_bundle_lacks_is_named(fresh_bundle: Path, tools: Path, bundl
 def test_script_l4t_parse_matches_python(tmp_path: Path) -> None:
     """build_engine.sh reads /etc/nv_tegra_release with sed; run that same sed line on a sample release
     file and compare with ``parse_tegra_release`` (the Jetson branch cannot run here otherwise)."""
-    from edge_resnet.export.engine_key import parse_tegra_release
+    from edge_resnet.environment import parse_tegra_release
 
     script = build_script(BuildOptions(), {"model.int8.onnx"}, "input", (3, 32, 32), "m")
     line = next(ln for ln in script.splitlines() if "L4T=" in ln and "nv_tegra_release" in ln)

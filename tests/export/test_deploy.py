@@ -30,7 +30,7 @@ from edge_resnet.contract.metrics import sqnr_db
 from edge_resnet.runtime.validate import ValidationSet, check_backend
 from edge_resnet.export.build_plan import BuildOptions, plan_build
 from edge_resnet.export.engine import engine_key
-from edge_resnet.export.engine_key import System, read_sidecar, sidecar_path, write_sidecar
+from edge_resnet.contract.engine import System, read_sidecar, sidecar_path, write_sidecar
 from tests.export.util import entries, one_line_error, run_cli, tree
 from tests.helpers import BLOCK_TORCH
 

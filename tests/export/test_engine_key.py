@@ -1,4 +1,4 @@
-"""What an engine is specific to (export/engine_key.py): TensorRT version codes, the system probe, the
+"""What an engine is specific to (edge_resnet/contract/engine.py; the system probe in edge_resnet/environment.py): TensorRT version codes, the system probe, the
 key's file name and sidecar, and the reuse/build/rebuild decision.
 
 No TensorRT here: the decision is exercised with real engine-sized files and sidecars written by
@@ -16,8 +16,8 @@ import pytest
 
 from edge_resnet.calibration.cache import read_trt_cache, trt_cache_header, trt_cache_text
 from edge_resnet.errors import EdgeResNetError
-from edge_resnet.export import engine_key as ek
-from edge_resnet.export.engine_key import (
+from edge_resnet import environment as env
+from edge_resnet.contract.engine import (
     KEY_FORMAT,
     Decision,
     EngineKey,
@@ -25,8 +25,6 @@ from edge_resnet.export.engine_key import (
     decide,
     engine_filename,
     gpu_slug,
-    parse_jetpack_version,
-    parse_tegra_release,
     read_sidecar,
     short_version,
     sidecar_path,
@@ -36,6 +34,7 @@ from edge_resnet.export.engine_key import (
     version_tuple,
     write_sidecar,
 )
+from edge_resnet.environment import parse_jetpack_version, parse_tegra_release
 from edge_resnet.export.trtexec import retag_cache
 
 SHA = "ab" * 32
@@ -138,29 +137,29 @@ def test_probe_system_on_a_jetson(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     bin_dir = tmp_path / "bin"
     _stand_in(bin_dir, "dpkg-query", 'echo -n "6.2+b77"\n')
     _stand_in(bin_dir, "nvidia-smi", 'case "$*" in *compute_cap*) echo 8.7 ;; *name*) echo Orin ;; esac\n')
-    monkeypatch.setattr(ek, "TEGRA_RELEASE", tmp_path / "nv_tegra_release")
-    monkeypatch.setattr(ek, "DEVICE_TREE_MODEL", tmp_path / "model")
-    monkeypatch.setattr(ek, "_cuda_device", lambda: (None, None))  # no cuda-python here
-    monkeypatch.setattr(ek, "installed_tensorrt", lambda: "10.3.0")
+    monkeypatch.setattr(env, "TEGRA_RELEASE", tmp_path / "nv_tegra_release")
+    monkeypatch.setattr(env, "DEVICE_TREE_MODEL", tmp_path / "model")
+    monkeypatch.setattr(env, "_cuda_device", lambda: (None, None))  # no cuda-python here
+    monkeypatch.setattr(env, "installed_tensorrt", lambda: "10.3.0")
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    system = ek.probe_system()
+    system = env.probe_system()
     assert system == System(gpu="NVIDIA Jetson AGX Orin Developer Kit", compute_capability="8.7",
                             tensorrt="10.3.0", jetpack="6.2", l4t="36.4.3")
 
 
 def test_probe_system_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No Jetson files: the GPU is nvidia-smi's name; without nvidia-smi everything is None."""
-    monkeypatch.setattr(ek, "TEGRA_RELEASE", tmp_path / "absent")
-    monkeypatch.setattr(ek, "DEVICE_TREE_MODEL", tmp_path / "absent-too")
-    monkeypatch.setattr(ek, "_cuda_device", lambda: (None, None))
+    monkeypatch.setattr(env, "TEGRA_RELEASE", tmp_path / "absent")
+    monkeypatch.setattr(env, "DEVICE_TREE_MODEL", tmp_path / "absent-too")
+    monkeypatch.setattr(env, "_cuda_device", lambda: (None, None))
     bin_dir = tmp_path / "bin"
     _stand_in(bin_dir, "nvidia-smi", 'case "$*" in *compute_cap*) echo 9.0 ;; *name*) echo "NVIDIA H100 80GB HBM3" ;; esac\n')
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
-    system = ek.probe_system()
+    system = env.probe_system()
     assert (system.gpu, system.compute_capability, system.jetpack, system.l4t) == (
         "NVIDIA H100 80GB HBM3", "9.0", None, None)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    system = ek.probe_system()
+    system = env.probe_system()
     assert (system.gpu, system.compute_capability, system.jetpack, system.l4t) == (None, None, None, None)
 
 

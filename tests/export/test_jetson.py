@@ -3,7 +3,6 @@ and the version rules for DLA, calibration-cache headers and cuda-python."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _doc_rows() -> list[list[str]]:
-    text = (ROOT / "docs" / "jetson.md").read_text()
-    rows = [ln for ln in text.splitlines() if re.match(r"\| \d\.\d", ln)]
-    return [[c.strip() for c in ln.strip("|").split("|")] for ln in rows]
+    """The rows of the page's JetPack table (the one whose header starts with "| JetPack |")."""
+    lines = (ROOT / "docs" / "jetson.md").read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| JetPack |"))
+    rows = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip("|").split("|")])
+    return rows
 
 
 def test_docs_table_is_the_code_table() -> None:

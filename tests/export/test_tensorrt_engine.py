@@ -30,7 +30,8 @@ from edge_resnet.runtime.preprocess import Preprocessor
 from edge_resnet.contract.metrics import sqnr_db
 from edge_resnet.runtime.validate import ValidationSet
 from edge_resnet.export.build_plan import BuildOptions
-from edge_resnet.export.engine_key import probe_system, read_sidecar, sidecar_path, strongly_typed_only
+from edge_resnet.contract.engine import read_sidecar, sidecar_path, strongly_typed_only
+from edge_resnet.environment import probe_system
 from edge_resnet.export.trtexec import TRTEXEC_JETPACK
 from tests.export.util import one_line_error, run_cli, sha256
 

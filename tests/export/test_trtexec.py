@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge_resnet.export.build_plan import CALIB_CACHE, ONNX_FILES, BuildOptions, plan_build
-from edge_resnet.export.engine_key import engine_filename
+from edge_resnet.contract.engine import engine_filename
 from edge_resnet.export.trtexec import command_line, retagged_cache_name, trtexec_args
 from tests.export.util import one_line_error, run_cli
 

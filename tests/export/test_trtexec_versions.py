@@ -12,7 +12,7 @@ import pytest
 
 from edge_resnet.errors import ConfigError
 from edge_resnet.export.build_plan import BuildOptions, plan_build
-from edge_resnet.export.engine_key import version_code
+from edge_resnet.contract.engine import version_code
 from edge_resnet.export.trtexec import REMOVED_IN_11_TRTEXEC, build_only_flag, trtexec_args
 from edge_resnet.runtime.manifest import load_manifest
 from tests.export.tensorrt_api import plans, tables, trtexec_options

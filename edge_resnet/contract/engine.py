@@ -1,4 +1,4 @@
-"""What a TensorRT engine is specific to, and how engine files are named by it.
+"""What a TensorRT engine is specific to, and how engine files are named by it: the engine key.
 
 An engine runs only on the GPU model, TensorRT version and JetPack it was built with, with the
 precision and batch profile it was built for, from one exact ONNX file. ``EngineKey`` records all
@@ -6,16 +6,16 @@ of that; the builder writes it beside the engine (``<engine>.json``), and a load
 the running system before trusting the file. The engine itself stays plain TensorRT (no bytes
 prepended), so trtexec, DeepStream and ``IRuntime.deserialize_cuda_engine`` read it as is.
 
-Everything here is torch-free and TensorRT-free: it runs on the device before TensorRT is touched,
-and here in the tests. ``build_engine.sh`` (``edge_resnet.export.trtexec``) names engines by the same rule.
+The key is a contract between the builders (``edge_resnet.export.engine``, and ``build_engine.sh``,
+which names engines by the same rule) and the loaders (the runtime, ``edge-resnet verify``, the
+benchmark); ``edge_resnet.environment.probe_system`` says what the running machine is. Everything
+here is torch-free and TensorRT-free: it runs on the device before TensorRT is touched.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,9 +27,6 @@ from edge_resnet.errors import EdgeResNetError
 SIDECAR_SUFFIX = ".json"
 KEY_FORMAT = "edge-resnet/engine-key-1"
 PRECISIONS = ("fp32", "fp16", "int8")
-# where JetPack keeps its identity; read as files so tests can point them elsewhere
-TEGRA_RELEASE = Path("/etc/nv_tegra_release")
-DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 
 
 # ---------------------------------------------------------------- TensorRT versions
@@ -69,7 +66,7 @@ def strongly_typed_only(version: str) -> bool:
     return version_tuple(version)[0] >= 11
 
 
-# ---------------------------------------------------------------- the running system
+# ---------------------------------------------------------------- the running system and the key
 
 @dataclass(frozen=True)
 class System:
@@ -82,96 +79,6 @@ class System:
     l4t: str | None = None
 
 
-def parse_tegra_release(text: str) -> str | None:
-    """The L4T release from /etc/nv_tegra_release: "# R36 (release), REVISION: 4.3, ..." -> "36.4.3"."""
-    m = re.search(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)\.(\d+)", text)
-    return f"{m[1]}.{m[2]}.{m[3]}" if m else None
-
-
-def parse_jetpack_version(text: str) -> str | None:
-    """The JetPack release from ``dpkg-query -W -f='${Version}' nvidia-jetpack``: "6.2+b77" -> "6.2"."""
-    m = re.match(r"\s*(\d+(?:\.\d+)*)", text)
-    return m[1] if m else None
-
-
-def gpu_slug(gpu: str | None) -> str:
-    """The GPU name as engine file names carry it: lower case, runs of other characters as one '-'."""
-    slug = re.sub(r"[^a-z0-9]+", "-", (gpu or "unknown-gpu").lower()).strip("-")
-    return slug or "unknown-gpu"
-
-
-def _run(argv: list[str]) -> str | None:
-    if shutil.which(argv[0]) is None:
-        return None
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_bytes().decode("utf-8", "replace").replace("\x00", "").strip()
-    except OSError:
-        return None
-
-
-def installed_tensorrt() -> str | None:
-    """The version of the importable ``tensorrt`` package, or None."""
-    try:
-        import tensorrt
-    except (ImportError, OSError):
-        return None
-    return short_version(tensorrt.__version__)
-
-
-def _cuda_device() -> tuple[str | None, str | None]:
-    """(name, "major.minor") of CUDA device 0 through cuda-python, or (None, None)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python before 12.6
-        except ImportError:
-            return None, None
-    try:
-        err, prop = cudart.cudaGetDeviceProperties(0)
-    except Exception:  # noqa: BLE001 - no CUDA runtime library or driver: cuda-python raises RuntimeError & co.
-        return None, None
-    if int(err) != 0:
-        return None, None
-    name = prop.name.decode("utf-8", "replace") if isinstance(prop.name, bytes) else str(prop.name)
-    return name.rstrip("\x00").strip() or None, f"{prop.major}.{prop.minor}"
-
-
-def probe_system() -> System:
-    """What this machine is, as the engine key records it.
-
-    On a Jetson the GPU is named by the board (/proc/device-tree/model, e.g. "NVIDIA Jetson AGX Orin
-    Developer Kit"), which ``build_engine.sh`` reads the same way, so both name engines alike;
-    elsewhere by the CUDA device name (as nvidia-smi prints it).
-    """
-    l4t_text = _read(TEGRA_RELEASE)
-    l4t = parse_tegra_release(l4t_text) if l4t_text else None
-    name, cc = _cuda_device()
-    gpu = _read(DEVICE_TREE_MODEL) if l4t else None
-    if not gpu:
-        gpu = name
-    if not gpu:
-        smi = _run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
-        gpu = smi.splitlines()[0].strip() if smi and smi.strip() else None
-    if cc is None:
-        smi = _run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"])
-        cc = smi.splitlines()[0].strip() if smi and smi.strip() else None
-    jetpack = None
-    if l4t:
-        dpkg = _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
-        jetpack = parse_jetpack_version(dpkg) if dpkg else None
-    return System(gpu=gpu, compute_capability=cc, tensorrt=installed_tensorrt(), jetpack=jetpack, l4t=l4t)
-
-
-# ---------------------------------------------------------------- the key
 
 @dataclass(frozen=True)
 class EngineKey:
@@ -243,6 +150,12 @@ def _show(v: Any) -> str:
     if isinstance(v, str) and len(v) == 64:
         return v[:12]
     return str(v)
+
+
+def gpu_slug(gpu: str | None) -> str:
+    """The GPU name as engine file names carry it: lower case, runs of other characters as one '-'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", (gpu or "unknown-gpu").lower()).strip("-")
+    return slug or "unknown-gpu"
 
 
 def engine_filename(stem: str, precision: str, batch: tuple[int, int, int], dla_core: int | None,
