@@ -39,7 +39,7 @@ from edge_resnet.calibration.calibrators import METHODS
 from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
 from edge_resnet import __version__, atomic
 from edge_resnet.contract import BENCH_ROWS
-from edge_resnet.contract.files import FILES, LAST
+from edge_resnet.contract.files import FILES, LAST, checkpoint_reference
 from edge_resnet.contract.manifest import build_manifest, file_entries, int8_section
 from edge_resnet.data.datasets import BUNDLED
 from edge_resnet.data import Transformed, collate_skip_none, dataset_name, eval_transform, load_dataset
@@ -154,18 +154,12 @@ class ExportResult:
 # ---------------------------------------------------------------- resolving inputs
 
 
-def _is_path(model: str) -> bool:
-    return model.endswith((".pt", ".pth")) or "/" in model or Path(model).exists()
-
-
 def resolve_checkpoint(opts: ExportOptions, train_monitor: Any = None) -> tuple[Path, bool]:
     """The checkpoint to export, training the default (or a named) model once if it is missing."""
     from edge_resnet.models import get_spec
 
-    if opts.model is not None and _is_path(opts.model):
-        path = Path(opts.model)
-        if path.is_dir():
-            path = path / FILES["checkpoint"]
+    path = checkpoint_reference(opts.model) if opts.model is not None else None
+    if path is not None:
         if not path.exists():
             raise EdgeResNetError(f"no checkpoint at {path}; pass a model.pt written by `edge-resnet train`, "
                                   "or a model name such as resnet20")

@@ -15,6 +15,7 @@ from typing import Any
 from edge_resnet.cli._common import DEFAULT_RUN, Command, BooleanOptionalAction, ProgressMonitor, format_eval, progress_bar, table
 from edge_resnet.cli.device import add_build_options, build_options
 from edge_resnet.contract import CALIBRATORS, EXIT_TOLERANCE
+from edge_resnet.contract.files import FILES, checkpoint_reference
 from edge_resnet.errors import EdgeResNetError
 
 
@@ -75,8 +76,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edge_resnet import atomic
     from edge_resnet.training.evaluate import eval_json_path, evaluate_checkpoint
 
-    model = Path(args.model)
-    if not model.exists() and args.model == str(DEFAULT_RUN / "model.pt"):
+    model = checkpoint_reference(args.model)
+    if model is None:
+        raise EdgeResNetError(f"--model {args.model} names an architecture, not trained weights; pass a checkpoint "
+                              "(model.pt) or its run directory")
+    if not model.exists() and args.model == str(DEFAULT_RUN / FILES["checkpoint"]):
         raise EdgeResNetError(f"no checkpoint at {model}; train one with `edge-resnet train` or pass --model")
     if args.json:  # before the evaluation, which may take minutes
         atomic.check_writable_file(args.json, f"--json {args.json}")
@@ -186,7 +190,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
             help = f"{help} (default: {_train_default(dest)})"
         p.add_argument(flag, default=S, help=help, **kw)
 
-    opt("--model", "registry name (see `edge-resnet models`) or an edge-resnet checkpoint to fine-tune")
+    opt("--model", "registry name (see `edge-resnet models`), or an edge-resnet checkpoint (model.pt or its run directory) to fine-tune")
     opt("--data", "ImageFolder or CIFAR-10 folder; the bundled digits when left out")
     opt("--output", "run directory (default: runs/<model>-<dataset>)", action="store")
     opt("--shortcut", "paper shortcut option A, B or C", choices=["A", "B", "C", "a", "b", "c"])
@@ -234,7 +238,7 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=str(DEFAULT_RUN / "model.pt"), help="checkpoint (default: %(default)s)")
+    p.add_argument("--model", default=str(DEFAULT_RUN / FILES["checkpoint"]), help="checkpoint (model.pt or its run directory; default: %(default)s)")
     p.add_argument("--data", default=None, help="dataset folder (default: the bundled digits)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: %(default)s")
     p.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")

@@ -13,7 +13,9 @@ table is what ties a file's several names together.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 MANIFEST = "manifest.json"
@@ -41,7 +43,7 @@ class RunFile:
     def entry(self, sha256: str, size: int) -> Dict[str, Any]:
         """How manifest.json lists this file."""
         out: Dict[str, Any] = {"sha256": sha256, "bytes": size, "role": self.role}
-        if self.precision is not None:
+        if self.precision is not None and self.name.endswith(".onnx"):  # manifest-1 lists it for ONNX models
             out["precision"] = self.precision
         if self.target is not None:
             out["target"] = self.target
@@ -84,3 +86,19 @@ DEVICE_FILES: Tuple[str, ...] = (BENCH_JSON, BENCH_PNG, DEVICE_REPORT, TIMING_CA
 # a Jetson bundle's own files
 VALIDATION = "validation.npz"
 BUILD_SCRIPT = "build_engine.sh"
+
+
+def checkpoint_reference(model: str) -> Optional[Path]:
+    """The checkpoint a ``--model`` value names, or None when it names an architecture of the registry.
+
+    One rule for every command that takes a model to load (train, eval, export): a run directory
+    names its model.pt; an existing file, a name ending in .pt/.pth or anything with a path separator
+    names a checkpoint file (which may be missing: the caller says so); anything else is a registry
+    name (resnet20, resnet18, ...).
+    """
+    path = Path(model)
+    if path.is_dir():
+        return path / FILES["checkpoint"]
+    if path.exists() or model.endswith((".pt", ".pth")) or "/" in model or os.sep in model:
+        return path
+    return None

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from edge_resnet import atomic
 from edge_resnet.contract.preprocess import PreprocessSpec
-from edge_resnet.contract.files import FILES, HISTORY, LAST, MANIFEST
+from edge_resnet.contract.files import FILES, HISTORY, LAST, MANIFEST, checkpoint_reference
 from edge_resnet.data import (
     DatasetSplits,
     Transformed,
@@ -106,7 +106,8 @@ def resolve_device(name: str) -> torch.device:
 
 def default_run_dir(cfg: TrainConfig) -> Path:
     """runs/<arch>-<dataset>, known before any data is read (so --resume can find it)."""
-    arch = load_checkpoint(cfg.model).arch if _is_path(cfg.model) else cfg.model
+    checkpoint = checkpoint_reference(cfg.model)
+    arch = load_checkpoint(checkpoint).arch if checkpoint is not None else cfg.model
     return Path("runs") / f"{arch}-{dataset_name(cfg.data)}"
 
 
@@ -139,17 +140,14 @@ def default_preprocessing(arch: str, data: DatasetSplits, input_size: int | None
     return PreprocessSpec(input_size=size, resize=resize, resampler=resampler or "pil", **stats)
 
 
-def _is_path(model: str) -> bool:
-    return model.endswith((".pt", ".pth")) or Path(model).is_file()
-
-
 def _start_model(cfg: TrainConfig, data: DatasetSplits) -> tuple[ResNet, str, str, PreprocessSpec]:
     """The model to train, its arch and shortcut, and its preprocessing."""
     n = len(data.classes)
-    if _is_path(cfg.model):
-        base = load_checkpoint(cfg.model)
+    checkpoint = checkpoint_reference(cfg.model)
+    if checkpoint is not None:
+        base = load_checkpoint(checkpoint)
         model = create_model(base.arch, num_classes=n, shortcut=base.shortcut)
-        load_weights(model, base.state_dict, source=f"checkpoint {cfg.model}")
+        load_weights(model, base.state_dict, source=f"checkpoint {checkpoint}")
         # the weights were learned on this preprocessing; keep it, but for a resampler asked for
         pre = base.preprocessing
         if cfg.resampler is not None and cfg.resampler != pre.resampler:
@@ -216,7 +214,7 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
     t_start = time.perf_counter()
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
-    if _is_path(cfg.model) and cfg.weights:
+    if checkpoint_reference(cfg.model) is not None and cfg.weights:
         raise ConfigError("--weights and a checkpoint as --model both give starting weights; keep one")
     run_dir = Path(cfg.output) if cfg.output else default_run_dir(cfg)
     if ctx.is_main:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge_resnet.calibration.cache import load_calibration
+from edge_resnet.contract.files import BY_ROLE
 from edge_resnet.contract.preprocess import PreprocessSpec
 from edge_resnet.runtime import Classifier, load_manifest
 
@@ -27,6 +28,11 @@ def test_old_manifest_loads(old_run: Path) -> None:
     assert PreprocessSpec.from_dict(manifest.preprocessing).input_size == 32
     assert {manifest.by_role("tensorrt").name, manifest.by_role("cpu").name} == {"model.int8.onnx",
                                                                                  "model.int8.cpu.onnx"}
+    # today's file table lists every file of it exactly as it was written (name, role, precision, target)
+    for name, raw in manifest.data["files"].items():
+        f = BY_ROLE[raw["role"]]
+        written = f.entry(raw["sha256"], raw["bytes"])
+        assert f.name == name and {k: v for k, v in raw.items() if k not in ("lint", "lint_warnings")} == written
 
 
 @pytest.mark.parametrize("model", ["int8", "int8-cpu"])
