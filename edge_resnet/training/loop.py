@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -209,37 +209,53 @@ def train(
         shutdown_distributed(ctx)
 
 
-def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMonitor,
-           device: torch.device, ctx: DistContext) -> TrainResult:
-    t_start = time.perf_counter()
+@dataclass(frozen=True)
+class _Hardware:
+    """How this process trains: its device and the CUDA-only speed-ups."""
+
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    workers: int
+
+
+def _hardware(cfg: TrainConfig, device: torch.device, ctx: DistContext) -> _Hardware:
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
-    if checkpoint_reference(cfg.model) is not None and cfg.weights:
-        raise ConfigError("--weights and a checkpoint as --model both give starting weights; keep one")
-    run_dir = Path(cfg.output) if cfg.output else default_run_dir(cfg)
-    if ctx.is_main:
-        atomic.check_writable_dir(run_dir, f"--output {run_dir}")
-    state: dict[str, Any] | None = None
-    if resume:
-        last = run_dir / LAST
-        if not last.is_file():
-            raise ConfigError(f"nothing to resume: {last} does not exist; drop --resume to start a new run")
-        resumed = load_checkpoint(last)
-        state = resumed.extra.get("train_state")
-        if not state:
-            raise ConfigError(f"{last} has no training state to resume from")
-        cfg = _check_resume(cfg, state["config"], explicit)
-    # names this training run in every checkpoint it writes (edge_resnet.runs: which run a folder belongs to)
-    run_id = str(state.get("run_id") or resumed.extra.get("run_id") or "") if state else ""
-    run_id = run_id or uuid.uuid4().hex
     use_cuda = device.type == "cuda"
     amp = use_cuda if cfg.amp is None else cfg.amp
-    channels_last = use_cuda if cfg.channels_last is None else cfg.channels_last
     if amp and not use_cuda:
         raise ConfigError("--amp needs a CUDA device; drop --amp on the CPU")
-    workers = (4 if use_cuda else 0) if cfg.workers is None else cfg.workers
+    return _Hardware(device=device, amp=amp, channels_last=use_cuda if cfg.channels_last is None else cfg.channels_last,
+                     workers=(4 if use_cuda else 0) if cfg.workers is None else cfg.workers)
 
-    torch.manual_seed(cfg.seed)
+
+def _resume_state(cfg: TrainConfig, run_dir: Path, explicit: set[str]) -> tuple[TrainConfig, Checkpoint, dict[str, Any]]:
+    """The saved run's config (with the options that may change), its last checkpoint and training state."""
+    last = run_dir / LAST
+    if not last.is_file():
+        raise ConfigError(f"nothing to resume: {last} does not exist; drop --resume to start a new run")
+    resumed = load_checkpoint(last)
+    state = resumed.extra.get("train_state")
+    if not state:
+        raise ConfigError(f"{last} has no training state to resume from")
+    return _check_resume(cfg, state["config"], explicit), resumed, state
+
+
+def _check_fresh(run_dir: Path) -> None:
+    """A new training never replaces another run or model in its folder."""
+    if (run_dir / LAST).exists():
+        raise ConfigError(
+            f"{run_dir} already holds a training run; pass --resume to continue it, "
+            "or --output DIR to train elsewhere"
+        )
+    held = [n for n in (BEST, MANIFEST) if (run_dir / n).exists()]
+    if held:
+        raise ConfigError(f"{run_dir} already holds a model ({', '.join(held)}) that training would replace; "
+                          "pass --output DIR to train elsewhere")
+
+
+def _load_data(cfg: TrainConfig) -> DatasetSplits:
     data = load_dataset(cfg.data, seed=cfg.seed)
     if cfg.num_classes is not None and cfg.num_classes != len(data.classes):
         raise ConfigError(
@@ -248,16 +264,85 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
         )
     if len(data.train) < 1 or len(data.val) < 1:
         raise DataError(f"{data.summary()}: training needs at least one train and one val image per run")
+    return data
+
+
+@dataclass
+class _Progress:
+    """Where the run stands: the epochs done and the best so far (saved in last.pt, restored on resume)."""
+
+    history: list[EpochStats] = field(default_factory=list)
+    start_epoch: int = 1
+    best_key: tuple[float, float] = (-1.0, 0.0)
+    best_epoch: int = 0
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Progress:
+        return cls(history=[EpochStats(**h) for h in state["history"]], start_epoch=state["epoch"] + 1,
+                   best_key=tuple(state["best_key"]), best_epoch=state["best_epoch"])
+
+
+@dataclass
+class _Epoch:
+    """One epoch's training figures."""
+
+    lr: float
+    seen: int = 0
+    correct: int = 0
+    loss_sum: float = 0.0
+
+
+def _run_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               cfg: TrainConfig, epoch: int, hw: _Hardware, monitor: TrainMonitor, world_size: int) -> _Epoch:
+    steps = len(loader)
+    out, t0 = _Epoch(lr=cfg.lr), time.perf_counter()
+    for i, batch in enumerate(loader):
+        out.lr = learning_rate(cfg, (epoch - 1) * steps + i, steps)
+        for group in optimizer.param_groups:
+            group["lr"] = out.lr
+        if batch is None:
+            continue
+        x, y = batch
+        x, y = x.to(hw.device, non_blocking=True), y.to(hw.device, non_blocking=True)
+        if hw.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(hw.device.type, enabled=hw.amp):
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        n = y.numel()
+        out.seen += n
+        out.loss_sum += loss.item() * n
+        out.correct += int((logits.argmax(1) == y).sum())
+        monitor.step(out.loss_sum / out.seen, out.correct / out.seen,
+                     out.seen * world_size / (time.perf_counter() - t0))
+    return out
+
+
+def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMonitor,
+           device: torch.device, ctx: DistContext) -> TrainResult:
+    t_start = time.perf_counter()
+    if checkpoint_reference(cfg.model) is not None and cfg.weights:
+        raise ConfigError("--weights and a checkpoint as --model both give starting weights; keep one")
+    run_dir = Path(cfg.output) if cfg.output else default_run_dir(cfg)
+    if ctx.is_main:
+        atomic.check_writable_dir(run_dir, f"--output {run_dir}")
+    state: dict[str, Any] | None = None
+    if resume:
+        cfg, resumed, state = _resume_state(cfg, run_dir, explicit)
+    # names this training run in every checkpoint it writes (edge_resnet.runs: which run a folder belongs to)
+    run_id = str(state.get("run_id") or resumed.extra.get("run_id") or "") if state else ""
+    run_id = run_id or uuid.uuid4().hex
+    hw = _hardware(cfg, device, ctx)
+
+    torch.manual_seed(cfg.seed)
+    data = _load_data(cfg)
     model, arch, shortcut, pre = _start_model(cfg, data)
-    if not resume and (run_dir / LAST).exists():
-        raise ConfigError(
-            f"{run_dir} already holds a training run; pass --resume to continue it, "
-            "or --output DIR to train elsewhere"
-        )
-    held = [n for n in (BEST, MANIFEST) if (run_dir / n).exists()]
-    if not resume and held:
-        raise ConfigError(f"{run_dir} already holds a model ({', '.join(held)}) that training would replace; "
-                          "pass --output DIR to train elsewhere")
+    if not resume:
+        _check_fresh(run_dir)
     log.info("%s; run directory %s", data.summary(), run_dir)
 
     augment = cfg.augment if cfg.augment != "auto" else get_spec(arch).family
@@ -267,27 +352,24 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
     sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
                                  shuffle=True, seed=cfg.seed)
     per_rank_batch = max(1, cfg.batch_size // ctx.world_size)
-    train_loader = _loader(train_ds, per_rank_batch, workers, sampler, device)
-    val_loader = _loader(Subset(val_ds, range(ctx.rank, len(val_ds), ctx.world_size)), per_rank_batch, workers,
-                         device=device)
+    train_loader = _loader(train_ds, per_rank_batch, hw.workers, sampler, hw.device)
+    val_loader = _loader(Subset(val_ds, range(ctx.rank, len(val_ds), ctx.world_size)), per_rank_batch, hw.workers,
+                         device=hw.device)
 
-    model.to(device)
-    if channels_last:
+    model.to(hw.device)
+    if hw.channels_last:
         model.to(memory_format=torch.channels_last)
-    net: nn.Module = DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None) \
-        if ctx.enabled else model
+    device_ids = [hw.device.index] if hw.device.type == "cuda" else None
+    net: nn.Module = DistributedDataParallel(model, device_ids=device_ids) if ctx.enabled else model
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    history: list[EpochStats] = []
-    start_epoch, best_key, best_epoch = 1, (-1.0, 0.0), 0
+    scaler = torch.amp.GradScaler("cuda", enabled=hw.amp)
+    progress = _Progress()
     if state is not None:
         load_weights(model, resumed.state_dict, source=LAST)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        history = [EpochStats(**h) for h in state["history"]]
-        start_epoch = state["epoch"] + 1
-        best_key, best_epoch = tuple(state["best_key"]), state["best_epoch"]
+        progress = _Progress.from_state(state)
         log.info("resuming %s after epoch %d of %d", run_dir, state["epoch"], cfg.epochs)
 
     def make_checkpoint(extra: dict[str, Any]) -> Checkpoint:
@@ -295,71 +377,56 @@ def _train(cfg: TrainConfig, resume: bool, explicit: set[str], monitor: TrainMon
         return Checkpoint(arch=arch, shortcut=shortcut, classes=data.classes, preprocessing=pre,
                           state_dict=sd, extra={"dataset": data.name, "seed": cfg.seed, "run_id": run_id, **extra})
 
-    steps_per_epoch = len(train_loader)
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    for epoch in range(progress.start_epoch, cfg.epochs + 1):
         # Reseeding per epoch makes a resumed run draw the same batches and augmentations.
         torch.manual_seed(cfg.seed * 100_003 + epoch * 1_009 + ctx.rank)
         sampler.set_epoch(epoch)
         net.train()
-        monitor.epoch_start(epoch, cfg.epochs, steps_per_epoch)
-        t0, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
-        lr = cfg.lr
-        for i, batch in enumerate(train_loader):
-            lr = learning_rate(cfg, (epoch - 1) * steps_per_epoch + i, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if batch is None:
-                continue
-            x, y = batch
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=amp):
-                logits = net(x)
-                loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            n = y.numel()
-            seen += n
-            loss_sum += loss.item() * n
-            correct += int((logits.argmax(1) == y).sum())
-            monitor.step(loss_sum / seen, correct / seen, seen * ctx.world_size / (time.perf_counter() - t0))
+        monitor.epoch_start(epoch, cfg.epochs, len(train_loader))
+        t0 = time.perf_counter()
+        done = _run_epoch(net, train_loader, optimizer, scaler, cfg, epoch, hw, monitor, ctx.world_size)
         train_seconds = time.perf_counter() - t0
-        val = evaluate(net, val_loader, data.classes, device=device, channels_last=channels_last, amp=amp)
+        val = evaluate(net, val_loader, data.classes, device=hw.device, channels_last=hw.channels_last, amp=hw.amp)
         key = (val.top1, -val.loss)
-        stats = EpochStats(epoch=epoch, epochs=cfg.epochs, lr=lr, train_loss=loss_sum / max(seen, 1),
-                           train_top1=correct / max(seen, 1), val_loss=val.loss, val_top1=val.top1,
-                           images_per_s=seen * ctx.world_size / train_seconds,
-                           seconds=time.perf_counter() - t0, best=key >= best_key)
-        history.append(stats)
+        stats = EpochStats(epoch=epoch, epochs=cfg.epochs, lr=done.lr, train_loss=done.loss_sum / max(done.seen, 1),
+                           train_top1=done.correct / max(done.seen, 1), val_loss=val.loss, val_top1=val.top1,
+                           images_per_s=done.seen * ctx.world_size / train_seconds,
+                           seconds=time.perf_counter() - t0, best=key >= progress.best_key)
+        progress.history.append(stats)
         if stats.best:
-            best_key, best_epoch = key, epoch
+            progress.best_key, progress.best_epoch = key, epoch
         if ctx.is_main:
             metrics = {"epoch": epoch, "val_top1": val.top1, "val_loss": val.loss}
             if stats.best:
                 save_checkpoint(run_dir / BEST, make_checkpoint(metrics))
             save_checkpoint(run_dir / LAST, make_checkpoint({**metrics, "train_state": {
                 "config": cfg.to_dict(), "epoch": epoch, "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "history": [asdict(h) for h in history],
-                "best_key": list(best_key), "best_epoch": best_epoch,
+                "scaler": scaler.state_dict(), "history": [asdict(h) for h in progress.history],
+                "best_key": list(progress.best_key), "best_epoch": progress.best_epoch,
             }}))
             atomic.write_json(run_dir / HISTORY_JSON, {"config": cfg.to_dict(),
-                                                       "epochs": [asdict(h) for h in history]})
+                                                       "epochs": [asdict(h) for h in progress.history]})
         monitor.epoch_end(stats)
 
     if ctx.enabled:
         torch.distributed.barrier()
+    test = _test_best(model, net, data, pre, run_dir, hw, ctx, per_rank_batch)
+    return TrainResult(run_dir=run_dir, checkpoint=run_dir / BEST, test=test, history=progress.history,
+                       best_epoch=progress.best_epoch, seconds=time.perf_counter() - t_start, summary=data.summary(),
+                       is_main=ctx.is_main)
+
+
+def _test_best(model: nn.Module, net: nn.Module, data: DatasetSplits, pre: PreprocessSpec, run_dir: Path,
+               hw: _Hardware, ctx: DistContext, per_rank_batch: int) -> EvalResult:
+    """The best checkpoint on the test split (written beside it by the main process)."""
     best = load_checkpoint(run_dir / BEST)
     load_weights(model, best.state_dict, source=str(run_dir / BEST))
     test_ds = Transformed(data.test, eval_transform(pre))
     test_loader = _loader(Subset(test_ds, range(ctx.rank, len(test_ds), ctx.world_size)), per_rank_batch,
-                          workers, device=device)
-    test = evaluate(net, test_loader, data.classes, device=device, channels_last=channels_last, amp=amp)
+                          hw.workers, device=hw.device)
+    test = evaluate(net, test_loader, data.classes, device=hw.device, channels_last=hw.channels_last, amp=hw.amp)
     if ctx.is_main:
-        atomic.write_json(eval_json_path(run_dir, data.name, "test"), {"checkpoint": str(run_dir / BEST), "split": "test",
-                                                "dataset": data.name, **test.to_dict()})
-    return TrainResult(run_dir=run_dir, checkpoint=run_dir / BEST, test=test, history=history,
-                       best_epoch=best_epoch, seconds=time.perf_counter() - t_start, summary=data.summary(),
-                       is_main=ctx.is_main)
+        atomic.write_json(eval_json_path(run_dir, data.name, "test"), {"checkpoint": str(run_dir / BEST),
+                                                                       "split": "test", "dataset": data.name,
+                                                                       **test.to_dict()})
+    return test
