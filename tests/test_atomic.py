@@ -94,6 +94,7 @@ sys.exit(cli.main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_exports_killed_after_1_3_and_6_files_leave_nothing_after_the_next_run(
         tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with torch_threads(1):

@@ -22,6 +22,9 @@ from PIL import Image
 from edge_resnet.data.digits import read_digits
 from edge_resnet.models import create_model
 
+# the slow lane: the command line in child processes, training and exporting real runs (`pytest -m "not slow"` leaves them out)
+pytestmark = pytest.mark.slow
+
 EXE = Path(sys.executable).parent / "edge-resnet"
 RUN_FILES = {"last.pt", "model.pt", "train.json", "eval-digits-test.json"}
 RESULT_LINE = re.compile(r"top-1 (\d+\.\d\d)%  top-5 (\d+\.\d\d)%  \((\d+)/(\d+) images, loss (\d+\.\d{4})\)")

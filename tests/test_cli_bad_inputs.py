@@ -34,6 +34,9 @@ from tests.export.util import entries, one_line_error, run_cli, tree
 from tests.helpers import torch_threads
 from tests.tiny_model import other_checkpoint, tiny_checkpoint
 
+# the slow lane: each bad input against real runs, mostly through the command line (`pytest -m "not slow"` leaves them out)
+pytestmark = pytest.mark.slow
+
 EXE = Path(sys.executable).parent / "edge-resnet"
 FAST = ["--num-calib", "64", "--batch-size", "64", "--calib-method", "max"]
 

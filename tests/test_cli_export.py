@@ -30,6 +30,9 @@ from edge_resnet.data.digits import read_digits
 from edge_resnet.contract import EXIT_TOLERANCE
 from tests.tiny_model import copy_checkpoint, listing, tiny_checkpoint
 
+# the slow lane: exports of real runs through the command line (`pytest -m "not slow"` leaves them out)
+pytestmark = pytest.mark.slow
+
 EXE = Path(sys.executable).parent / "edge-resnet"
 FAST = ["--num-calib", "64", "--batch-size", "32"]
 

@@ -22,6 +22,9 @@ from edge_resnet.contract import EXIT_TOLERANCE
 from tests.test_cli_export import FAST, user_error
 from tests.tiny_model import listing, tiny_checkpoint
 
+# the slow lane: trains and exports models where INT8 loses accuracy (`pytest -m "not slow"` leaves them out)
+pytestmark = pytest.mark.slow
+
 SABOTAGED, SENSITIVE = "layer2.0.relu1", "layer2.0.conv2"
 
 

@@ -19,6 +19,9 @@ import pytest
 
 from tests.import_graph import PACKAGE_DIRS, ROOT, closure, external, module_name, project
 
+# the slow lane: builds the wheel and installs it into fresh virtual environments (`pytest -m "not slow"` leaves them out)
+pytestmark = pytest.mark.slow
+
 # what a device (a Jetson, a camera box) runs: the runtime, the benchmark, the bundle/engine tools, the lint
 DEVICE_ENTRIES = ["cli", "edge_resnet.deploy", "edge_resnet.deploy.device", "edge_resnet.export.lint", "edge_resnet.export.trtexec",
                   "edge_resnet.export.engine", "edge_resnet.export.bundle"] + \

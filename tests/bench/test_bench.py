@@ -26,6 +26,9 @@ from edge_resnet.pipeline import ExportOptions, export_run
 from tests.helpers import BLOCK_TORCH
 from tests.tiny_model import listing, tiny_checkpoint
 
+# the slow lane: benchmarks every model of a real run, each in its own process (`pytest -m "not slow"` leaves them out)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 # tiny budgets: the figures are checked for consistency, not for speed
 FAST = ["--batch", "1", "3", "--warmup", "1", "--iterations", "6", "--min-iterations", "3", "--seconds", "0.2"]
