@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -142,8 +143,15 @@ class TensorStats:
         """Bin width ``R / bins``; 0.0 while every value seen was zero."""
         return self.range / self.bins if self.range is not None else 0.0
 
-    def update(self, x: torch.Tensor) -> None:
-        """Add every element of ``x`` (any shape, any float dtype, any device)."""
+    def update(self, x: Any) -> None:
+        """Add every element of ``x``: a torch tensor (any float dtype, any device) or a numpy array.
+
+        Both give the same counts for the same float32 values: the bin index is the same float32
+        arithmetic, floor((x + R) * (bins / R)), with R and bins / R rounded to float32 first.
+        """
+        if isinstance(x, np.ndarray):
+            self._update_array(x)
+            return
         import torch  # here, so that the calibrators and their method names import without torch
 
         x = x.detach().float()
@@ -168,6 +176,31 @@ class TensorStats:
         hist = torch.bincount(idx, minlength=2 * self.bins).cpu().numpy().astype(np.float64)
         self.pos += hist[self.bins :]
         self.neg += hist[self.bins - 1 :: -1]  # mirrored: neg[i] is hist[bins - 1 - i]
+
+    def _update_array(self, x: np.ndarray) -> None:
+        flat = np.asarray(x, dtype=np.float32).reshape(-1)
+        n = flat.size
+        if n == 0:
+            return
+        lo, hi = float(flat.min()), float(flat.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"tensor has non-finite values (min {lo}, max {hi}); calibration data must be finite")
+        self.count += n
+        self.min = min(self.min, lo)
+        self.max = max(self.max, hi)
+        m = max(-lo, hi)
+        if m == 0.0:
+            self.pos[0] += n
+            return
+        self._grow_to(m)
+        r = self.range
+        t = flat + np.float32(r)
+        t *= np.float32(self.bins / r)
+        np.floor(t, out=t)
+        np.clip(t, 0, 2 * self.bins - 1, out=t)
+        hist = np.bincount(t.astype(np.int32), minlength=2 * self.bins).astype(np.float64)
+        self.pos += hist[self.bins:]
+        self.neg += hist[self.bins - 1::-1]
 
     def _grow_to(self, m: float) -> None:
         """Make the range cover ``m``: set it on first use, else double it as often as needed."""
