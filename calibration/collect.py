@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from edge_resnet.calibration.statistics import Statistics, observed, weighted_inputs
+from edge_resnet.calibration.statistics import Statistics, weighted_inputs
 from edge_resnet.fp32 import exact_fp32
 from edge_resnet.models.graph import Graph, Node
 

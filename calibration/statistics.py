@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from edge_resnet.calibration.calibrators import compute_amax
 from edge_resnet.calibration.stats import Histogram, TensorStats
+
 from edge_resnet.models.dataflow import INPUT, Graph
 
 
