@@ -380,18 +380,23 @@ def _write(out: Path, files: dict[str, Path], blobs: dict[str, bytes], calib: Ca
            report: Report, manifest: dict[str, Any]) -> None:
     from edge_resnet.calibration.cache import save_calibration
 
-    out.mkdir(parents=True, exist_ok=True)
-    files["manifest"].unlink(missing_ok=True)  # no manifest vouches for a half-replaced folder
-    for key, blob in blobs.items():
-        with atomic.atomic_open(files[key], "wb") as f:
-            f.write(blob)
-    save_calibration(files["calib"], calib)
-    atomic.write_text(files["cache"], cache_text)
-    report_dict = report.to_dict()
-    atomic.write_json(files["report_json"], report_dict)
-    atomic.write_text(files["report_md"], report.to_markdown())
-    listed = {k: p for k, p in files.items() if k != "manifest"}
-    atomic.write_json(files["manifest"], manifest_dict(files=listed, report=report_dict, **manifest))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        files["manifest"].unlink(missing_ok=True)  # no manifest vouches for a half-replaced folder
+        for key, blob in blobs.items():
+            with atomic.atomic_open(files[key], "wb") as f:
+                f.write(blob)
+        save_calibration(files["calib"], calib)
+        atomic.write_text(files["cache"], cache_text)
+        report_dict = report.to_dict()
+        atomic.write_json(files["report_json"], report_dict)
+        atomic.write_text(files["report_md"], report.to_markdown())
+        listed = {k: p for k, p in files.items() if k != "manifest"}
+        atomic.write_json(files["manifest"], manifest_dict(files=listed, report=report_dict, **manifest))
+    except OSError as e:  # a full disk, a folder where a file goes: every file is whole, the manifest absent
+        where = e.filename or out
+        raise EdgeResNetError(f"cannot write {where} ({e.strerror or e}); {out} has no manifest.json until a "
+                              "quantize run completes") from None
 
 
 __all__ = ["QuantizeOptions", "QuantizeResult", "default_output", "quantize"]
