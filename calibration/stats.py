@@ -150,39 +150,28 @@ class TensorStats:
         arithmetic, floor((x + R) * (bins / R)), with R and bins / R rounded to float32 first.
         """
         if isinstance(x, np.ndarray):
-            self._update_array(x)
+            flat = np.asarray(x, dtype=np.float32).reshape(-1)
+            if flat.size and self._account(flat.size, float(flat.min()), float(flat.max())):
+                t = flat + np.float32(self.range)
+                t *= np.float32(self.bins / self.range)
+                np.floor(t, out=t)
+                np.clip(t, 0, 2 * self.bins - 1, out=t)
+                self._add(np.bincount(t.astype(np.int32), minlength=2 * self.bins))
             return
         import torch  # here, so that the calibrators and their method names import without torch
 
         x = x.detach().float()
-        n = x.numel()
-        if n == 0:
+        if x.numel() == 0 or not self._account(x.numel(), *torch.stack(torch.aminmax(x)).tolist()):  # one sync
             return
-        lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync for both
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"tensor has non-finite values (min {lo}, max {hi}); calibration data must be finite")
-        self.count += n
-        self.min = min(self.min, lo)
-        self.max = max(self.max, hi)
-        m = max(-lo, hi)
-        if m == 0.0:
-            self.pos[0] += n  # an all-zero batch, also before the range exists
-            return
-        self._grow_to(m)
         r = self.range
         # bin index floor((x + R) * bins / R), the top edge folded into the last bin (as histc
         # does); on the CPU this index-and-bincount is faster than histc and counts in int64
         idx = x.reshape(-1).add(r).mul_(self.bins / r).floor_().clamp_(0, 2 * self.bins - 1).to(torch.int32)
-        hist = torch.bincount(idx, minlength=2 * self.bins).cpu().numpy().astype(np.float64)
-        self.pos += hist[self.bins :]
-        self.neg += hist[self.bins - 1 :: -1]  # mirrored: neg[i] is hist[bins - 1 - i]
+        self._add(torch.bincount(idx, minlength=2 * self.bins).cpu().numpy())
 
-    def _update_array(self, x: np.ndarray) -> None:
-        flat = np.asarray(x, dtype=np.float32).reshape(-1)
-        n = flat.size
-        if n == 0:
-            return
-        lo, hi = float(flat.min()), float(flat.max())
+    def _account(self, n: int, lo: float, hi: float) -> bool:
+        """Count ``n`` values with min ``lo`` and max ``hi`` and grow the range to cover them; False when they
+        were all zeros (counted in pos[0], also before the range exists): nothing left to bin."""
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"tensor has non-finite values (min {lo}, max {hi}); calibration data must be finite")
         self.count += n
@@ -191,16 +180,14 @@ class TensorStats:
         m = max(-lo, hi)
         if m == 0.0:
             self.pos[0] += n
-            return
+            return False
         self._grow_to(m)
-        r = self.range
-        t = flat + np.float32(r)
-        t *= np.float32(self.bins / r)
-        np.floor(t, out=t)
-        np.clip(t, 0, 2 * self.bins - 1, out=t)
-        hist = np.bincount(t.astype(np.int32), minlength=2 * self.bins).astype(np.float64)
-        self.pos += hist[self.bins:]
-        self.neg += hist[self.bins - 1::-1]
+        return True
+
+    def _add(self, hist: np.ndarray) -> None:
+        hist = hist.astype(np.float64)
+        self.pos += hist[self.bins :]
+        self.neg += hist[self.bins - 1 :: -1]  # mirrored: neg[i] is hist[bins - 1 - i]
 
     def _grow_to(self, m: float) -> None:
         """Make the range cover ``m``: set it on first use, else double it as often as needed."""
