@@ -11,7 +11,10 @@ interrupted run leaves the folder as it was or without a manifest vouching for a
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +39,7 @@ from edge_resnet.export.onnx_writer import build_onnx
 from edge_resnet.models.dataflow import Graph
 from edge_resnet.models.onnx_import import ImportedModel, import_onnx
 from edge_resnet.ptq.frames import Frames, open_frames
-from edge_resnet.quant.plan import QuantPlan, check_float_layers, classifier_layers, make_plan
+from edge_resnet.quant.plan import check_float_layers, classifier_layers, make_plan
 from edge_resnet.quant.select import pick
 from edge_resnet.runs import MANIFEST, read_manifest
 from edge_resnet.runtime.backends import OnnxRuntimeBackend
@@ -115,6 +118,7 @@ class QuantizeResult:
     data: str
     seconds: dict[str, float] = field(default_factory=dict)
     lint_warnings: list[str] = field(default_factory=list)
+    cache_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -199,7 +203,6 @@ def quantize(opts: QuantizeOptions, *, progress: Progress | None = None) -> Quan
     """
     opts.validate()
     progress = progress or _no_progress
-    times: dict[str, float] = {}
     start = time.perf_counter()
     model_path = Path(opts.model)
     imported = import_onnx(model_path)
@@ -209,26 +212,51 @@ def quantize(opts: QuantizeOptions, *, progress: Progress | None = None) -> Quan
     out = Path(opts.output) if opts.output else default_output(model_path)
     _check_output(out, model_path, source_sha, opts.force)
     atomic.check_writable_dir(out, f"--output {out}")
-    graph = imported.graph
-    float_layers = _float_layers(opts, graph)
+    float_layers = _float_layers(opts, imported.graph)
     pre = Preprocessor(spec)
-    size = pre.input_size
+    frames = open_frames(opts.calib_data, pre, labels, num_calib=opts.num_calib, num_verify=opts.num_verify,
+                         every=opts.every, seed=opts.seed, pace=opts.pace)
+    staged = _Staged(out)
+    try:
+        result = _run(opts, imported, pre, frames, float_layers, staged, progress, start)
+        manifest = dict(
+            model={"arch": "onnx", "source": str(model_path), "source_sha256": source_sha,
+                   "num_classes": imported.num_classes,
+                   "trained_on": (raw or {}).get("model", {}).get("trained_on"),
+                   "run_id": (raw or {}).get("model", {}).get("run_id"),
+                   "imported": {"nodes": imported.source_nodes, "folded_batchnorm": imported.folded_bn,
+                                "input": imported.input_name, "output": imported.output_name}},
+            size=pre.input_size, num_classes=imported.num_classes, preprocessing=spec, labels=labels,
+            calib=result.calibration, lint={"tensorrt": []}, targets=TARGETS, versions=library_versions(None),
+            cache_info=result.cache_info, mixed={"float_layers": dict(float_layers), "fallback": None},
+            warnings={"tensorrt": result.lint_warnings})
+        staged.commit(manifest, result.report)
+    except BaseException:
+        staged.discard()
+        raise
+    result.files = staged.files
+    result.seconds["total"] = time.perf_counter() - start
+    return result
 
+
+def _run(opts: QuantizeOptions, imported: ImportedModel, pre: Preprocessor, frames: Frames,
+         float_layers: dict[str, str], staged: _Staged, progress: Progress, start: float) -> QuantizeResult:
+    """Calibrate, choose, build and verify; every file goes to ``staged`` as soon as it exists."""
+    graph, size, times = imported.graph, pre.input_size, {}
     fp32 = build_onnx(graph, input_size=size, precision="fp32")
-    total = opts.num_calib + opts.num_verify
-    with progress("calibrate", total) as step:
-        frames = open_frames(opts.calib_data, pre, labels, num_calib=opts.num_calib, num_verify=opts.num_verify,
-                             every=opts.every, seed=opts.seed, pace=opts.pace, on_image=step)
-        collector = OnnxCollector(graph, fp32, bins=opts.bins, threads=opts.threads, budget_mb=opts.budget_mb)
-        stats = collector.run(frames.calibration())
-        held = frames.verification()
+    with progress("calibrate", opts.num_calib + opts.num_verify) as step:
+        frames.on_image = step
+        stats = OnnxCollector(graph, fp32, bins=opts.bins, threads=opts.threads,
+                              budget_mb=opts.budget_mb).run(frames.calibration())
     times["calibrate"] = time.perf_counter() - start
     if stats.images == 0:
         raise DataError(f"none of the calibration images of {frames.name} could be read")
-    pixels, truth = held.arrays()
-    fingerprint = {"model": atomic_sha(fp32), "data": frames.fingerprint}
+    pixels, truth = frames.verification().arrays()
+    fingerprint = {"model": hashlib.sha256(fp32.SerializeToString()).hexdigest(), "data": frames.fingerprint}
+    staged.model("fp32", fp32)
     calibs = [_calibration(stats, m, opts, frames, fingerprint, times["calibrate"])
               for m in (METHODS if opts.calib_method == "auto" else (opts.calib_method,))]
+    del stats
     calib = calibs[0]
     if opts.calib_method == "auto":
         select, pixels, truth = _split_selection(pixels, truth)
@@ -237,41 +265,86 @@ def quantize(opts: QuantizeOptions, *, progress: Progress | None = None) -> Quan
             calib = next(c for c in calibs if c.method == "entropy")
         else:
             with progress("choose calibrator", len(calibs)) as step:
-                scores = _score(graph, size, calibs, fp32, pre.normalize(select), float_layers, opts.threads, step)
+                scores = _score(graph, size, calibs, staged.files["fp32"], pre.normalize(select), float_layers,
+                                opts.threads, step)
             calib = pick(calibs, scores)
             log.info("auto calibration: %s", ", ".join(f"{m} {s:.1f} dB" for m, s in scores.items()))
+    del fp32, calibs
     calib.seconds = time.perf_counter() - start
-    models, plans, warnings = _int8_models(graph, size, calib, float_layers)
+    warnings = _int8_models(graph, size, calib, float_layers, staged)
     implicit, cache_text, cache_info = implicit_files(graph, calib, size)
+    staged.model("implicit", implicit)
+    del implicit
+    staged.text("cache", cache_text)
+    staged.text("calib", json.dumps(calib.to_dict(), indent=2) + "\n")
     times["build"] = time.perf_counter() - start - times["calibrate"]
-
-    files = {k: out / FILES[k] for k in WRITES}
-    blobs = {"fp32": fp32.SerializeToString(), "implicit": implicit.SerializeToString(),
-             **{t: m.SerializeToString() for t, m in models.items()}}
     if len(pixels) == 0:
         raise DataError(f"{frames.name} gave no held-out images to verify on; pass more images (--num-verify "
                         "images are held out, at most a quarter of a folder)")
-    with progress("verify", len(pixels)) as step:
-        report = _verify(model_path, blobs, files, pre.normalize, pixels, truth, opts, frames.name, step)
+    with progress("verify", 4 * len(pixels)) as step:
+        report = _verify(Path(opts.model), staged, pre.normalize, pixels, truth, opts, frames.name, step)
     times["verify"] = time.perf_counter() - start - times["calibrate"] - times["build"]
-
-    _write(out, files, blobs, calib, cache_text, report, dict(
-        model={"arch": "onnx", "source": str(model_path), "source_sha256": source_sha,
-               "num_classes": imported.num_classes, "trained_on": (raw or {}).get("model", {}).get("trained_on"),
-               "run_id": (raw or {}).get("model", {}).get("run_id"),
-               "imported": {"nodes": imported.source_nodes, "folded_batchnorm": imported.folded_bn,
-                            "input": imported.input_name, "output": imported.output_name}},
-        size=size, num_classes=imported.num_classes, preprocessing=spec, labels=labels, calib=calib,
-        lint={"tensorrt": []}, targets=TARGETS, versions=library_versions(None), cache_info=cache_info,
-        mixed={"float_layers": dict(float_layers), "fallback": None}, warnings={"tensorrt": warnings}))
-    times["total"] = time.perf_counter() - start
-    return QuantizeResult(out, files, report, calib, imported, frames.name, times, warnings)
+    return QuantizeResult(staged.out, {}, report, calib, imported, frames.name, times, warnings, cache_info)
 
 
-def atomic_sha(model: onnx.ModelProto) -> str:
-    import hashlib
+class _Staged:
+    """The run's files, each written to a temp name in the output folder as soon as it is made (so the
+    models need not stay in memory), renamed into place together at the end: the old manifest first
+    removed, the new one written last. ``discard`` removes the temps (and the folder, if this run made it)."""
 
-    return hashlib.sha256(model.SerializeToString()).hexdigest()
+    def __init__(self, out: Path) -> None:
+        self.out, self.created = out, not out.exists()
+        self.temps: dict[str, Path] = {}
+        self.final = {k: out / FILES[k] for k in WRITES}
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """Where each file can be read now: its temp name until ``commit``, then its final name."""
+        return {k: self.temps.get(k, self.final[k]) for k in self.final if k in self.temps or self.final[k].exists()}
+
+    def _path(self, key: str) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.temps[key] = atomic.temp_path(self.final[key], keep_suffix=True)
+        return self.temps[key]
+
+    def model(self, key: str, model: onnx.ModelProto) -> None:
+        try:
+            with open(self._path(key), "wb") as f:
+                f.write(model.SerializeToString())
+        except OSError as e:
+            self._failed(e)
+
+    def text(self, key: str, text: str) -> None:
+        try:
+            self._path(key).write_text(text, encoding="utf-8")
+        except OSError as e:
+            self._failed(e)
+
+    def _failed(self, e: OSError) -> None:
+        raise EdgeResNetError(f"cannot write in {self.out} ({e.strerror or e}); nothing there was changed") from None
+
+    def commit(self, manifest: dict[str, Any], report: Report) -> None:
+        self.text("report_json", json.dumps(report.to_dict(), indent=2) + "\n")
+        self.text("report_md", report.to_markdown())
+        try:
+            self.final["manifest"].unlink(missing_ok=True)  # no manifest vouches for a half-replaced folder
+            for key, tmp in list(self.temps.items()):
+                os.replace(tmp, self.final[key])
+                del self.temps[key]
+            listed = {k: p for k, p in self.final.items() if k != "manifest"}
+            atomic.write_json(self.final["manifest"], manifest_dict(files=listed, report=report.to_dict(), **manifest))
+        except OSError as e:  # a folder where a file goes, a full disk: every file is whole, no manifest
+            where = e.filename or self.out
+            raise EdgeResNetError(f"cannot write {where} ({e.strerror or e}); {self.out} has no manifest.json "
+                                  "until a quantize run completes") from None
+
+    def discard(self) -> None:
+        for tmp in self.temps.values():
+            tmp.unlink(missing_ok=True)
+        self.temps.clear()
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()
 
 
 def _float_layers(opts: QuantizeOptions, graph: Graph) -> dict[str, str]:
@@ -303,7 +376,7 @@ def _split_selection(pixels: np.ndarray, truth: np.ndarray | None) -> tuple[np.n
     return pixels[chosen], pixels[rest], None if truth is None else truth[rest]
 
 
-def _session(blob: bytes, threads: int) -> Any:
+def _session(blob: bytes | str, threads: int) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -312,16 +385,16 @@ def _session(blob: bytes, threads: int) -> Any:
     return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
 
 
-def _logits(blob: bytes, x: np.ndarray, threads: int, batch: int = 32) -> np.ndarray:
+def _logits(blob: bytes | str, x: np.ndarray, threads: int, batch: int = 32) -> np.ndarray:
     sess = _session(blob, threads)
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
 
 
-def _score(graph: Graph, size: int, calibs: list[Calibration], fp32: onnx.ModelProto, x: np.ndarray,
+def _score(graph: Graph, size: int, calibs: list[Calibration], fp32: Path, x: np.ndarray,
            float_layers: dict[str, str], threads: int, step: Callable[[int], None]) -> dict[str, float]:
     """Logit SQNR against FP32 of each calibration's TensorRT-placed INT8 model on ONNX Runtime."""
-    ref = _logits(fp32.SerializeToString(), x, threads)
+    ref = _logits(str(fp32), x, threads)
     scores = {}
     for c in calibs:
         plan = make_plan(graph, c.amax, "tensorrt", channel_mean=c.channel_mean or None,
@@ -332,71 +405,51 @@ def _score(graph: Graph, size: int, calibs: list[Calibration], fp32: onnx.ModelP
     return scores
 
 
-def _int8_models(graph: Graph, size: int, calib: Calibration,
-                 float_layers: dict[str, str]) -> tuple[dict[str, onnx.ModelProto], dict[str, QuantPlan], list[str]]:
-    models, plans, warnings = {}, {}, []
+def _int8_models(graph: Graph, size: int, calib: Calibration, float_layers: dict[str, str],
+                 staged: _Staged) -> list[str]:
+    """Both INT8 files, staged; the TensorRT one must pass the Q/DQ lint (its warnings: the float layers)."""
+    warnings: list[str] = []
     for target in TARGETS:
-        plans[target] = make_plan(graph, calib.amax, target, channel_mean=calib.channel_mean or None,
-                                  float_layers=frozenset(float_layers))
-        models[target] = build_onnx(graph, input_size=size, precision="int8", plan=plans[target])
+        plan = make_plan(graph, calib.amax, target, channel_mean=calib.channel_mean or None,
+                         float_layers=frozenset(float_layers))
+        model = build_onnx(graph, input_size=size, precision="int8", plan=plan)
         if target == "tensorrt":
-            found = lint_model(models[target], sorted(float_layers))
+            found = lint_model(model, sorted(float_layers))
             bad = [str(v) for v in lint_errors(found)]
             if bad:  # the placement is ours: a model that breaks it is a bug, said in one line
                 raise EdgeResNetError(f"the TensorRT-placed INT8 model fails the Q/DQ lint ({bad[0]}); this is a bug "
                                       "in edge-resnet's placement for this graph, please report it")
             warnings = [str(v) for v in found if v.severity != "error"]
-    return models, plans, warnings
+        staged.model(target, model)
+    return warnings
 
 
-def _verify(model_path: Path, blobs: dict[str, bytes], files: dict[str, Path], normalize: Callable, pixels: np.ndarray,
-            truth: np.ndarray | None, opts: QuantizeOptions, data: str, step: Callable[[int], None]) -> Report:
-    """Every written model against the source ONNX on ONNX Runtime, on the held-out images; the export's gate."""
-    source = OnnxRuntimeBackend(model_path, providers=["CPUExecutionProvider"], threads=opts.threads)
+def _verify(model_path: Path, staged: _Staged, normalize: Callable, pixels: np.ndarray, truth: np.ndarray | None,
+            opts: QuantizeOptions, data: str, step: Callable[[int], None]) -> Report:
+    """Every written model against the source ONNX on ONNX Runtime, on the held-out images; the export's gate.
+    One session at a time: the held-out pixels are small, the models may not be."""
     names = {"fp32": "ONNX Runtime FP32 (BN folded, ours)", "tensorrt": "ONNX Runtime INT8 (TensorRT target)",
              "cpu": "ONNX Runtime INT8 (CPU target)"}
-    backends = [Backend("onnx_source", f"ONNX Runtime FP32 ({model_path.name})", source.run, file=str(model_path),
+    backends = [Backend("onnx_source", f"ONNX Runtime FP32 ({model_path.name})", lambda x: x, file=str(model_path),
                         size_bytes=model_path.stat().st_size)]
-    for key in ("fp32", "tensorrt", "cpu"):
-        sess = _session(blobs[key], opts.threads)
-        backends.append(Backend(f"onnxruntime_{key}", names[key],
-                                lambda x, s=sess: s.run(None, {"input": x})[0].astype(np.float32),
-                                file=str(files[key]), size_bytes=len(blobs[key])))
-    for i in range(0, len(pixels), 32):
-        x = np.ascontiguousarray(normalize(pixels[i:i + 32]), dtype=np.float32)
-        for b in backends:
-            b.logits.append(b.run(x))
-        step(len(x))
-    labels = truth
-    dataset = data
+    backends += [Backend(f"onnxruntime_{k}", names[k], lambda x: x, file=str(staged.final[k]),
+                         size_bytes=staged.files[k].stat().st_size) for k in names]
+    for b in backends:
+        if b.key == "onnx_source":
+            run = OnnxRuntimeBackend(model_path, providers=["CPUExecutionProvider"], threads=opts.threads).run
+        else:
+            sess = _session(str(staged.files[b.key.split("_", 1)[1]]), opts.threads)
+            run = lambda x, s=sess: s.run(None, {"input": x})[0].astype(np.float32)  # noqa: E731
+        for i in range(0, len(pixels), 32):
+            b.logits.append(run(np.ascontiguousarray(normalize(pixels[i:i + 32]), dtype=np.float32)))
+            step(len(pixels[i:i + 32]))
+        del run
+    labels, dataset = truth, data
     if labels is None:  # no labels: the source model's predictions stand in, so "drop" is disagreement
         labels = np.concatenate(backends[0].logits).argmax(1)
         dataset = f"{data}; labels: the source model's predictions"
     return compare(backends, labels, reference="onnx_source", tolerance=opts.tolerance, dataset=dataset,
                    split="held-out")
-
-
-def _write(out: Path, files: dict[str, Path], blobs: dict[str, bytes], calib: Calibration, cache_text: str,
-           report: Report, manifest: dict[str, Any]) -> None:
-    from edge_resnet.calibration.cache import save_calibration
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        files["manifest"].unlink(missing_ok=True)  # no manifest vouches for a half-replaced folder
-        for key, blob in blobs.items():
-            with atomic.atomic_open(files[key], "wb") as f:
-                f.write(blob)
-        save_calibration(files["calib"], calib)
-        atomic.write_text(files["cache"], cache_text)
-        report_dict = report.to_dict()
-        atomic.write_json(files["report_json"], report_dict)
-        atomic.write_text(files["report_md"], report.to_markdown())
-        listed = {k: p for k, p in files.items() if k != "manifest"}
-        atomic.write_json(files["manifest"], manifest_dict(files=listed, report=report_dict, **manifest))
-    except OSError as e:  # a full disk, a folder where a file goes: every file is whole, the manifest absent
-        where = e.filename or out
-        raise EdgeResNetError(f"cannot write {where} ({e.strerror or e}); {out} has no manifest.json until a "
-                              "quantize run completes") from None
 
 
 __all__ = ["QuantizeOptions", "QuantizeResult", "default_output", "quantize"]
