@@ -300,6 +300,7 @@ def main_(argv: list[str] | None = None) -> int:
     p.add_argument("--r50-images", default="16,32")
     p.add_argument("--r50-ours-only", default="256", help="image counts only ours runs for resnet50 (flatness)")
     p.add_argument("--skip", default="", help="comma list of: digits, r50, kinds")
+    p.add_argument("--name", default="quantize_memory", help="results file name (benchmarks/results/NAME.json)")
     args = p.parse_args(argv)
     skip = set(args.skip.split(","))
     uptime = [open("/proc/loadavg").read().split()[:3]]
@@ -333,8 +334,8 @@ def main_(argv: list[str] | None = None) -> int:
     uptime.append(open("/proc/loadavg").read().split()[:3])
     result["load_average"] = uptime
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quantize_memory.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {RESULTS / 'quantize_memory.json'}; load averages {uptime}")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {RESULTS / args.name}.json; load averages {uptime}")
     return 0
 
 
