@@ -292,6 +292,38 @@ def kinds_list(tmp: Path, photos: Path) -> list[dict[str, Any]]:
     return out
 
 
+def summarize(names: list[str]) -> str:
+    """The tables of results/NAME.json files, as benchmarks/results/quantize_memory.txt holds them."""
+    lines = []
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            continue
+        r = json.loads(path.read_text())
+        lines.append(f"## {name}: {r['machine']}, {r['cpus']} CPUs, onnxruntime {r['onnxruntime']}, 1-minute load "
+                     f"averages during the run {[x[0] for x in r['load_average']]}")
+        if r["rows"]:
+            lines.append(f"{'model':34} {'tool':17} {'images':>6} {'peak MB':>8} {'base MB':>8} {'peak-base':>9} "
+                         f"{'wall s':>7} {'calib s':>7} {'SQNR dB':>7} {'agree':>7}  lint")
+            for x in r["rows"]:
+                if "error" in x:
+                    lines.append(f"{x['model']:34} {x['kind']:17} {x['images']:>6} error: {x['error']}")
+                    continue
+                tool = {"ours": "ours (quantize)", "Entropy": "ORT entropy", "MinMax": "ORT minmax"}.get(x["kind"], x["kind"])
+                calib = f"{x['calib_seconds']:.1f}" if "calib_seconds" in x else "-"
+                lines.append(f"{x['model']:34} {tool:17} {x['images']:>6} {x['peak_kb'] / 1024:>8.0f} "
+                             f"{x['baseline_kb'] / 1024:>8.0f} {(x['peak_kb'] - x['baseline_kb']) / 1024:>9.0f} "
+                             f"{x['seconds']:>7.1f} {calib:>7} {x.get('sqnr_db', float('nan')):>7.2f} "
+                             f"{100 * x.get('agreement', float('nan')):>6.1f}%  {x.get('lint', '-')}")
+        for k in r["kinds"]:
+            lines.append(f"{k['kind']:48} exit {k['exit']}  lint {k.get('lint', '-'):16} passed {k.get('passed')}  "
+                         f"ours-FP32 agreement {k.get('fp32_ours_agreement')}  INT8 SQNR "
+                         f"{k.get('int8_sqnr_db') or float('nan'):.1f} dB, agreement {k.get('int8_agreement')}  "
+                         f"CPU-target SQNR {k.get('cpu_sqnr_db') or float('nan'):.1f} dB  ({k['seconds']:.0f} s)")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main_(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=str(ROOT / "runs" / "resnet20-digits" / "model.pt"))
@@ -301,7 +333,14 @@ def main_(argv: list[str] | None = None) -> int:
     p.add_argument("--r50-ours-only", default="256", help="image counts only ours runs for resnet50 (flatness)")
     p.add_argument("--skip", default="", help="comma list of: digits, r50, kinds")
     p.add_argument("--name", default="quantize_memory", help="results file name (benchmarks/results/NAME.json)")
+    p.add_argument("--summarize", default=None, metavar="NAME[,NAME]",
+                   help="print (and write to results/quantize_memory.txt) the tables of earlier runs")
     args = p.parse_args(argv)
+    if args.summarize:
+        text = summarize(args.summarize.split(","))
+        (RESULTS / "quantize_memory.txt").write_text(text)
+        print(text)
+        return 0
     skip = set(args.skip.split(","))
     uptime = [open("/proc/loadavg").read().split()[:3]]
     result: dict[str, Any] = {"machine": subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip(),
