@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from edge_resnet.contract.metrics import db_from_json, db_to_json
 from edge_resnet.calibration.calibrators import MIN_AMAX
@@ -126,8 +125,10 @@ def load_calibration(path: str | Path) -> Calibration:
     return Calibration.from_dict(d, path)
 
 
-def model_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
+def model_fingerprint(state_dict: Mapping[str, Any]) -> str:
     """sha256 over every tensor's name, dtype, shape and bytes, in key order."""
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(state_dict):
         t = state_dict[name].detach().cpu().contiguous()

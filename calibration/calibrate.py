@@ -12,22 +12,11 @@ from collections.abc import Callable, Collection
 import torch
 
 from edge_resnet.calibration.cache import Calibration, CalibrationCacheError, model_fingerprint
-from edge_resnet.calibration.calibrators import METHODS, compute_amax
-from edge_resnet.calibration.collect import Statistics, collect
+from edge_resnet.calibration.calibrators import METHODS
+from edge_resnet.calibration.collect import collect
+from edge_resnet.calibration.statistics import ranges
 from edge_resnet.calibration.readers import CalibrationData
-from edge_resnet.models.graph import INPUT, Graph
-
-
-def ranges(stats: Statistics, method: str, *, percentile: float = 99.99) -> dict[str, float]:
-    """amax of every tensor by ``method``: a pure function of the statistics.
-
-    The network input always gets its full range (max): it is the image itself, with a range
-    fixed by the preprocessing, and clipping it erases content no later layer can recover (the
-    entropy search, for one, clips the few grey levels of the digits to half their range).
-    """
-    out = {name: compute_amax(stats.histogram(name), method, percentile=percentile) for name in stats.names}
-    out[INPUT] = compute_amax(stats.histogram(INPUT), "max")
-    return out
+from edge_resnet.models.graph import Graph
 
 
 def calibrate(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -142,15 +143,35 @@ class TensorStats:
         """Bin width ``R / bins``; 0.0 while every value seen was zero."""
         return self.range / self.bins if self.range is not None else 0.0
 
-    def update(self, x: torch.Tensor) -> None:
-        """Add every element of ``x`` (any shape, any float dtype, any device)."""
+    def update(self, x: Any) -> None:
+        """Add every element of ``x``: a torch tensor (any float dtype, any device) or a numpy array.
+
+        Both give the same counts for the same float32 values: the bin index is the same float32
+        arithmetic, floor((x + R) * (bins / R)), with R and bins / R rounded to float32 first.
+        """
+        if isinstance(x, np.ndarray):
+            flat = np.asarray(x, dtype=np.float32).reshape(-1)
+            if flat.size and self._account(flat.size, float(flat.min()), float(flat.max())):
+                t = flat + np.float32(self.range)
+                t *= np.float32(self.bins / self.range)
+                np.floor(t, out=t)
+                np.clip(t, 0, 2 * self.bins - 1, out=t)
+                self._add(np.bincount(t.astype(np.int32), minlength=2 * self.bins))
+            return
         import torch  # here, so that the calibrators and their method names import without torch
 
         x = x.detach().float()
-        n = x.numel()
-        if n == 0:
+        if x.numel() == 0 or not self._account(x.numel(), *torch.stack(torch.aminmax(x)).tolist()):  # one sync
             return
-        lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync for both
+        r = self.range
+        # bin index floor((x + R) * bins / R), the top edge folded into the last bin (as histc
+        # does); on the CPU this index-and-bincount is faster than histc and counts in int64
+        idx = x.reshape(-1).add(r).mul_(self.bins / r).floor_().clamp_(0, 2 * self.bins - 1).to(torch.int32)
+        self._add(torch.bincount(idx, minlength=2 * self.bins).cpu().numpy())
+
+    def _account(self, n: int, lo: float, hi: float) -> bool:
+        """Count ``n`` values with min ``lo`` and max ``hi`` and grow the range to cover them; False when they
+        were all zeros (counted in pos[0], also before the range exists): nothing left to bin."""
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"tensor has non-finite values (min {lo}, max {hi}); calibration data must be finite")
         self.count += n
@@ -158,14 +179,13 @@ class TensorStats:
         self.max = max(self.max, hi)
         m = max(-lo, hi)
         if m == 0.0:
-            self.pos[0] += n  # an all-zero batch, also before the range exists
-            return
+            self.pos[0] += n
+            return False
         self._grow_to(m)
-        r = self.range
-        # bin index floor((x + R) * bins / R), the top edge folded into the last bin (as histc
-        # does); on the CPU this index-and-bincount is faster than histc and counts in int64
-        idx = x.reshape(-1).add(r).mul_(self.bins / r).floor_().clamp_(0, 2 * self.bins - 1).to(torch.int32)
-        hist = torch.bincount(idx, minlength=2 * self.bins).cpu().numpy().astype(np.float64)
+        return True
+
+    def _add(self, hist: np.ndarray) -> None:
+        hist = hist.astype(np.float64)
         self.pos += hist[self.bins :]
         self.neg += hist[self.bins - 1 :: -1]  # mirrored: neg[i] is hist[bins - 1 - i]
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
+
+from edge_resnet.models.dataflow import array, fold_bn
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -21,19 +24,17 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
     if bn.num_features != conv.out_channels:
         raise ValueError(f"BatchNorm has {bn.num_features} channels, the conv {conv.out_channels}")
-    # float64 for the arithmetic: the folded weights then differ from the exact product by one rounding
-    w = conv.weight.detach().double()
-    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(conv.out_channels, dtype=torch.float64)
-    gamma = bn.weight.detach().double() if bn.affine else torch.ones_like(b)
-    beta = bn.bias.detach().double() if bn.affine else torch.zeros_like(b)
-    scale = gamma / torch.sqrt(bn.running_var.detach().double() + bn.eps)
+    ones = np.ones(conv.out_channels)
+    w, b = fold_bn(array(conv.weight), None if conv.bias is None else array(conv.bias),
+                   array(bn.weight) if bn.affine else ones, array(bn.bias) if bn.affine else 0 * ones,
+                   array(bn.running_mean), array(bn.running_var), bn.eps)
     folded = nn.Conv2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
         dilation=conv.dilation, groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
     ).to(device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
-        folded.weight.copy_((w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
-        folded.bias.copy_(((b - bn.running_mean.detach().double()) * scale + beta).to(conv.weight.dtype))
+        folded.weight.copy_(torch.from_numpy(w))
+        folded.bias.copy_(torch.from_numpy(b))
     return folded.eval()
 
 

@@ -6,12 +6,26 @@ output size of a resize, and the OpenCV resize a spec with ``resampler="opencv"`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from edge_resnet.errors import ConfigError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def find_images(root: Path) -> list[Path]:
+    """Every image file under ``root`` (recursively), sorted."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    with Image.open(path) as img:
+        img.load()
+        return to_rgb(img)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import platform
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -20,33 +19,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
 import torch
 from torch.utils.data import DataLoader
 
 from edge_resnet.calibration.cache import (
-    DEFAULT_CACHE_TENSORRT,
     Calibration,
     CalibrationCacheError,
     load_calibration,
     save_calibration,
-    trt_cache_header,
-    trt_cache_text,
 )
 from edge_resnet.calibration.calibrate import calibrate_methods, check_reusable, graph_fingerprint
 from edge_resnet.calibration.calibrators import METHODS
 from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
-from edge_resnet import __version__, atomic
+from edge_resnet import atomic
 from edge_resnet.contract import BENCH_ROWS
 from edge_resnet.contract.files import FILES, LAST, checkpoint_reference
-from edge_resnet.contract.manifest import build_manifest, file_entries, int8_section
 from edge_resnet.data.datasets import BUNDLED
 from edge_resnet.data import Transformed, collate_skip_none, dataset_name, eval_transform, load_dataset
 from edge_resnet.fp32 import torch_threads
 from edge_resnet.errors import CheckpointError, ConfigError, DataError, EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
-from edge_resnet.models.graph import INPUT, OUTPUT, trace
+from edge_resnet.models.graph import trace
 from edge_resnet.quant import QuantSim, make_plan
 from edge_resnet.quant.fallback import FallbackResult, fallback
 from edge_resnet.quant.plan import check_float_layers, classifier_layers
@@ -59,7 +52,9 @@ from edge_resnet.verify import compare, onnx_backend, run_backends, torch_backen
 from edge_resnet.analysis import HeldOut, held_out
 from edge_resnet.export.lint import errors as lint_errors
 from edge_resnet.export.lint import lint_model
-from edge_resnet.export.onnx_writer import OPSET, build_implicit_onnx, build_onnx, implicit_tensors, save_onnx
+from edge_resnet.export.onnx_writer import build_onnx, save_onnx
+from edge_resnet.export.artifacts import library_versions, manifest_dict
+from edge_resnet.export.artifacts import write_implicit as _write_implicit
 
 log = logging.getLogger("edge_resnet.export")
 
@@ -452,25 +447,6 @@ def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: C
     return calib, "fresh"
 
 
-def _write_implicit(graph, calib: Calibration, size: int, run_dir: Path, files: dict[str, Path]) -> dict[str, Any]:
-    """model.int8.implicit.onnx and calib.cache for TensorRT's implicit INT8 (DLA), from the same corrected
-    model as model.int8.onnx; returns what the manifest records about the cache."""
-    plan = make_plan(graph, calib.amax, "tensorrt", channel_mean=calib.channel_mean or None)
-    model = build_implicit_onnx(graph, input_size=size, plan=plan)
-    ranges, uncovered = _cache_ranges(model, calib.amax)
-    if uncovered:  # our writer never makes such tensors; if it did, say which layers lose INT8
-        log.warning("calib.cache has no range for %s: TensorRT runs those layers in FP16/FP32", ", ".join(uncovered))
-    files["implicit"] = run_dir / FILES["implicit"]
-    save_onnx(model, files["implicit"])
-    files["cache"] = run_dir / FILES["cache"]
-    atomic.write_text(files["cache"], trt_cache_text(ranges))
-    return {"file": FILES["cache"], "model": FILES["implicit"], "header": trt_cache_header(DEFAULT_CACHE_TENSORRT),
-            "tensorrt": DEFAULT_CACHE_TENSORRT, "tensors": len(ranges), "uncovered": uncovered,
-            "note": "TensorRT skips a cache whose header names another version: build_engine.sh, trtexec-cmd and "
-                    "build-engine rewrite the header for the TensorRT they run, and a bundle carries "
-                    "calib.trt<version>.cache for each JetPack's TensorRT"}
-
-
 def _float_layers(opts: ExportOptions, folded, graph, calib: Calibration, hold: HeldOut,
                   device: torch.device) -> tuple[dict[str, str], FallbackResult | None]:
     """The layers that stay float, each with its reason: the classifier, the user's, the fallback's."""
@@ -489,9 +465,6 @@ def _float_layers(opts: ExportOptions, folded, graph, calib: Calibration, hold: 
     return layers, result
 
 
-# what a float layer of the Q/DQ file runs at on each TensorRT (see export/build_plan.py): 8.5 and 10.x
-# build it with BuilderFlag.FP16 beside INT8, so TensorRT may run it in FP16; 11.x is strongly typed
-# and runs the FP32 the file declares. ONNX Runtime's CPU provider runs the CPU file's float layers in FP32.
 def _mixed_precision(float_layers: dict[str, str], result: FallbackResult | None) -> dict[str, Any]:
     return {"float_layers": dict(float_layers), "fallback": None if result is None else result.to_dict()}
 
@@ -509,82 +482,19 @@ def _mixed_markdown(mixed: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cache_ranges(model: onnx.ModelProto, amax: dict[str, float]) -> tuple[dict[str, float], list[str]]:
-    """(amax of every float tensor TensorRT's ONNX parser creates for ``model``, in graph order; the
-    tensors no range can be given).
-
-    Our writer names each tensor as the graph does. The others hold the same values as a graph
-    tensor: the strided Slice of an option-A shortcut (a subset of its input), its zero Pad (adds
-    zeros: the same max), the Flatten after the classifier and the classifier's (N, K, 1, 1) output
-    before it (the logits, reshaped).
-    """
-    names = implicit_tensors(model)
-    out: dict[str, float] = {}
-    for name in names:
-        if name in amax:
-            out[name] = amax[name]
-    producers = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    same_values = ("Slice", "Pad", "Flatten", "Reshape")
-    for _ in range(len(names)):
-        changed = False
-        for name in names:
-            if name in out:
-                continue
-            node = producers.get(name)
-            if node is not None and node.op_type in same_values and node.input[0] in out:
-                out[name] = out[node.input[0]]
-                changed = True
-                continue
-            users = consumers.get(name, [])
-            if len(users) == 1 and users[0].op_type in ("Flatten", "Reshape") and users[0].output[0] in out:
-                out[name] = out[users[0].output[0]]
-                changed = True
-        if not changed:
-            break
-    return {n: out[n] for n in names if n in out}, [n for n in names if n not in out]
-
-
 def _versions() -> dict[str, str | None]:
-    """The libraries that made the files; Pillow and OpenCV because the preprocessing resizes with one
-    of them (OpenCV: None when it is not installed)."""
-    import onnxruntime
-    import PIL
-
-    try:
-        import cv2
-        opencv: str | None = cv2.__version__
-    except ImportError:
-        opencv = None
-    return {"edge_resnet": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "pillow": PIL.__version__, "opencv": opencv, "tensorrt": None}
+    return library_versions(torch.__version__)
 
 
 def _manifest(ckpt: Checkpoint, files: dict[str, Path], report: dict[str, Any], calib, lint, opts: ExportOptions,
               cache_info: dict[str, Any] | None = None, mixed: dict[str, Any] | None = None,
               warnings: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    extra: dict[str, dict[str, Any]] = {}
-    if "tensorrt" in files:
-        extra["tensorrt"] = {"lint": "clean" if not lint.get("tensorrt") else lint["tensorrt"]}
-        if (warnings or {}).get("tensorrt"):
-            extra["tensorrt"]["lint_warnings"] = warnings["tensorrt"]
-    int8 = None
-    if calib is not None:
-        calibration = {"method": calib.method, "requested": calib.requested or calib.method,
-                       "percentile": calib.percentile, "images": calib.images, "skipped": calib.skipped,
-                       "data": calib.data, "bias_correction": bool(calib.channel_mean)}
-        int8 = int8_section(calibration, (*opts.targets, "implicit"), (mixed or {}).get("float_layers", {}),
-                            cache_info, None if mixed is None else mixed["fallback"])
-    return build_manifest(
+    return manifest_dict(
         model={"arch": ckpt.arch, "shortcut": ckpt.shortcut, "num_classes": ckpt.num_classes,
                "trained_on": ckpt.extra.get("dataset"), "run_id": ckpt.extra.get("run_id")},
-        input_name=INPUT, input_size=ckpt.preprocessing.input_size, output_name=OUTPUT,
-        num_classes=ckpt.num_classes, preprocessing=ckpt.preprocessing.to_dict(), labels=ckpt.classes,
-        files=file_entries(files, extra), int8=int8, opset=OPSET, versions=_versions(), accuracy=report)
+        size=ckpt.preprocessing.input_size, num_classes=ckpt.num_classes, preprocessing=ckpt.preprocessing.to_dict(),
+        labels=list(ckpt.classes), files=files, report=report, calib=calib, lint=lint, targets=opts.targets,
+        versions=_versions(), cache_info=cache_info, mixed=mixed, warnings=warnings)
 
 
 __all__ = ["TARGET_CHOICES", "ExportOptions", "ExportResult",

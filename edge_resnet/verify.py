@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from edge_resnet.contract.metrics import agreement, db_to_json, sqnr_db
-from edge_resnet.fp32 import exact_fp32
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 # the simulation must predict ONNX Runtime's INT8 (TensorRT target) to this top-1 agreement
 MIN_SIM_AGREEMENT = 0.995
@@ -41,6 +44,10 @@ class Backend:
 
 
 def torch_backend(key: str, name: str, model: nn.Module, *, device: str = "cpu", **kw: Any) -> Backend:
+    import torch
+
+    from edge_resnet.fp32 import exact_fp32
+
     model = model.eval().to(device)
 
     def run(x: np.ndarray) -> np.ndarray:

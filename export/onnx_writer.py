@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from torch import nn
 
 from edge_resnet import __version__, atomic
-from edge_resnet.models.graph import INPUT, OUTPUT, Graph, Node
+from edge_resnet.models.dataflow import INPUT, OUTPUT, Graph, Node, array
 from edge_resnet.quant.plan import ActQuant, QuantPlan
 
 OPSET = 17
@@ -59,6 +58,18 @@ def _ints(v: int | tuple[int, ...]) -> list[int]:
     return [v, v] if isinstance(v, int) else list(v)
 
 
+def _pads(m: object, name: str) -> list[int]:
+    """ONNX pads (top, left, bottom, right) of a conv or pool: an imported layer's own (which may be
+    asymmetric), or a PyTorch module's symmetric zero padding."""
+    pads = getattr(m, "pads", None)
+    if pads is not None:
+        return [int(p) for p in pads]
+    if getattr(m, "padding_mode", "zeros") != "zeros" or isinstance(m.padding, str):
+        raise ValueError(f"{name}: only explicit zero padding is supported")
+    ph, pw = _ints(m.padding)
+    return [ph, pw, ph, pw]
+
+
 def _stored_weight(q: np.ndarray, target: str) -> tuple[np.ndarray, int]:
     """The plan's int8 weights as the file stores them, and the zero point that restores them.
 
@@ -76,7 +87,7 @@ def _weight_input(w: _Writer, node: Node, plan: QuantPlan | None) -> str:
     prefix = node.target or node.name
     module = node.module
     if plan is None or node.name not in plan.weights:  # FP32/FP16, or a layer the plan keeps in float
-        return w.weight(f"{prefix}.weight", module.weight.detach().cpu().numpy())
+        return w.weight(f"{prefix}.weight", array(module.weight))
     wq = plan.weights[node.name]
     q_stored, zero_point = _stored_weight(wq.q, plan.target)
     q = w.init(f"{prefix}.weight_quantized", q_stored)
@@ -90,7 +101,7 @@ def _bias_input(w: _Writer, node: Node, plan: QuantPlan | None) -> list[str]:
     if plan is not None and node.name in plan.biases:
         return [w.weight(f"{name}.bias", plan.biases[node.name])]
     if node.module.bias is not None:
-        return [w.weight(f"{name}.bias", node.module.bias.detach().cpu().numpy())]
+        return [w.weight(f"{name}.bias", array(node.module.bias))]
     return []
 
 
@@ -98,15 +109,10 @@ def _emit(w: _Writer, node: Node, args: list[str], out: str, plan: QuantPlan | N
     m = node.module
     name = node.target or node.name
     if node.op == "conv":
-        assert isinstance(m, nn.Conv2d)
-        if m.padding_mode != "zeros" or isinstance(m.padding, str):
-            raise ValueError(f"{name}: only explicit zero padding is supported")
         inputs = [args[0], _weight_input(w, node, plan), *_bias_input(w, node, plan)]
-        ph, pw = _ints(m.padding)
         w.node("Conv", inputs, out, name, kernel_shape=_ints(m.kernel_size), strides=_ints(m.stride),
-               pads=[ph, pw, ph, pw], dilations=_ints(m.dilation), group=m.groups)
+               pads=_pads(m, name), dilations=_ints(m.dilation), group=m.groups)
     elif node.op == "linear":
-        assert isinstance(m, nn.Linear)
         inputs = [args[0], _weight_input(w, node, plan), *_bias_input(w, node, plan)]
         w.node("Gemm", inputs, out, name, transB=1)
     elif node.op == "relu":
@@ -114,11 +120,12 @@ def _emit(w: _Writer, node: Node, args: list[str], out: str, plan: QuantPlan | N
     elif node.op == "add":
         w.node("Add", args, out, name)
     elif node.op == "maxpool":
-        assert isinstance(m, nn.MaxPool2d)
-        ph, pw = _ints(m.padding)
         w.node("MaxPool", args, out, name, kernel_shape=_ints(m.kernel_size),
-               strides=_ints(m.stride or m.kernel_size), pads=[ph, pw, ph, pw],
+               strides=_ints(m.stride or m.kernel_size), pads=_pads(m, name),
                dilations=_ints(m.dilation), ceil_mode=int(m.ceil_mode))
+    elif node.op == "avgpool2d":  # an imported AveragePool (ResNet-D's downsampling shortcut)
+        w.node("AveragePool", args, out, name, kernel_shape=_ints(m.kernel_size), strides=_ints(m.stride),
+               pads=_pads(m, name), ceil_mode=int(m.ceil_mode), count_include_pad=int(m.count_include_pad))
     elif node.op == "avgpool":
         w.node("GlobalAveragePool", args, out, name)
     elif node.op == "flatten":
@@ -235,9 +242,8 @@ def build_implicit_onnx(graph: Graph, *, input_size: int, plan: QuantPlan) -> on
 
 def _fc_as_conv(w: _Writer, node: Node, pooled: str, plan: QuantPlan) -> str:
     m = node.module
-    assert isinstance(m, nn.Linear)
     name = node.target or node.name
-    weight = m.weight.detach().cpu().numpy().reshape(m.out_features, m.in_features, 1, 1)
+    weight = array(m.weight).reshape(m.out_features, m.in_features, 1, 1)
     inputs = [pooled, w.weight(f"{name}.weight", weight), *_bias_input(w, node, plan)]
     conv_out = w.node("Conv", inputs, f"{node.name}_nchw", f"{name}_as_conv", kernel_shape=[1, 1])
     return w.node("Flatten", [conv_out], node.name, f"{name}_flatten", axis=1)

@@ -17,7 +17,7 @@ LAYERS = [
     {"edge_resnet", "errors", "atomic", "runs", "_lazy", "contract", "imaging", "environment", "fp32"},
     {"models"}, {"data"}, {"training"}, {"fold"}, {"calibration"}, {"quant"}, {"export"}, {"verify"},
     {"runtime"}, {"bench"},
-    {"experiments", "pipeline", "deploy", "analysis"},
+    {"experiments", "pipeline", "deploy", "analysis", "ptq"},
     {"cli"},
 ]
 # (importer, imported): deliberate, each with its reason

@@ -23,8 +23,9 @@ from tests.import_graph import PACKAGE_DIRS, ROOT, closure, external, module_nam
 pytestmark = pytest.mark.slow
 
 # what a device (a Jetson, a camera box) runs: the runtime, the benchmark, the bundle/engine tools, the lint
-DEVICE_ENTRIES = ["cli", "edge_resnet.deploy", "edge_resnet.deploy.device", "edge_resnet.export.lint", "edge_resnet.export.trtexec",
-                  "edge_resnet.export.engine", "edge_resnet.export.bundle"] + \
+DEVICE_ENTRIES = ["cli", "edge_resnet.deploy", "edge_resnet.deploy.device", "edge_resnet.export.lint",
+                  "edge_resnet.export.trtexec", "edge_resnet.export.engine", "edge_resnet.export.bundle",
+                  "edge_resnet.ptq.job"] + \
                  [m for m in project() if m.startswith(("edge_resnet.runtime", "edge_resnet.bench"))]
 # third-party packages a device module may import when it is imported (tensorrt and cuda-python only in
 # the functions that need them, torch only in the benchmark's PyTorch row, in its own process)
@@ -64,8 +65,15 @@ def test_device_modules_import_no_torch() -> None:
     stdlib = set(sys.stdlib_module_names)
     bad = {m: sorted(ext - stdlib - DEVICE_IMPORTS) for m, ext in external(_device_modules()).items()}
     assert not {m: e for m, e in bad.items() if e}
+    # quantize runs on the device: of the torch-side stages it reaches only their torch-free modules
+    torch_free = {"edge_resnet.models", "edge_resnet.models.dataflow", "edge_resnet.models.onnx_import",
+                  "edge_resnet.quant", "edge_resnet.quant.plan", "edge_resnet.quant.select", "edge_resnet.calibration",
+                  "edge_resnet.calibration.cache", "edge_resnet.calibration.calibrators",
+                  "edge_resnet.calibration.stats", "edge_resnet.calibration.statistics",
+                  "edge_resnet.calibration.onnx_collect", "edge_resnet.verify"}
     assert not {m for m in _device_modules() if m.startswith(("edge_resnet.training", "edge_resnet.models",
-                                                               "edge_resnet.quant", "edge_resnet.calibration"))}
+                                                               "edge_resnet.quant", "edge_resnet.calibration",
+                                                               "edge_resnet.verify"))} - torch_free
 
 
 def test_device_modules_run_on_python_3_8() -> None:
@@ -89,7 +97,7 @@ def _annotates(path: Path) -> bool:
 
 
 DEVICE_HELP = ["--help", "camera --help", "bench --help", "verify --help", "build-engine --help", "bundle --help",
-               "trtexec-cmd --help", "lint --help"]
+               "trtexec-cmd --help", "lint --help", "quantize --help"]
 
 
 @pytest.mark.parametrize("argv", DEVICE_HELP)

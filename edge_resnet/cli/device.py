@@ -1,4 +1,5 @@
-"""The device commands (no torch; Python 3.8 on JetPack 5): lint, bench, camera, build-engine, verify, trtexec-cmd.
+"""The device commands (no torch; Python 3.8 on JetPack 5): lint, quantize, bench, camera, build-engine, verify,
+trtexec-cmd.
 
 Every handler imports what it runs inside itself; building their parsers imports nothing heavy.
 """
@@ -77,6 +78,45 @@ def cmd_camera(args: argparse.Namespace) -> int:
             raise EdgeResNetError(f"cannot write --summary {args.summary} ({e.strerror or e}); the summary is "
                                   "the camera: line above") from None
     return summary.exit_code
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from edge_resnet.cli._common import progress_bar
+    from edge_resnet.ptq import QuantizeOptions, quantize
+
+    opts = QuantizeOptions(
+        model=args.model, calib_data=args.calib_data, output=args.output, num_calib=args.num_calib,
+        num_verify=args.num_verify, every=args.every, pace=args.pace, seed=args.seed, calib_method=args.calib_method,
+        percentile=args.percentile, tolerance=args.tolerance, quantize_classifier=args.quantize_classifier,
+        float_layers=tuple(x for x in (args.float_layers or "").split(",") if x), size=args.size,
+        resize=args.resize, mean=_triple(args.mean, "--mean"), std=_triple(args.std, "--std"),
+        channel_order=args.channel_order, resampler=args.resampler, labels=args.labels, threads=args.threads,
+        budget_mb=args.memory_budget, force=args.force)
+    result = quantize(opts, progress=progress_bar)
+    calib = result.calibration
+    chosen = f" (auto: {', '.join(f'{m} {s:.1f} dB' for m, s in calib.selection.items())})" if calib.selection else ""
+    print(f"{result.imported.source_nodes} ONNX nodes imported ({result.imported.folded_bn} BatchNorms folded); "
+          f"calibrated on {calib.images} images of {result.data} with {calib.method}{chosen} in "
+          f"{result.seconds['calibrate']:.1f} s")
+    print(table(result.report.table(), result.report.HEADER))
+    print(f"tolerance {opts.tolerance:g} top-1 points on {result.report.images} held-out images: "
+          + ("PASSED" if result.passed else "FAILED: " + "; ".join(result.report.failures)))
+    for w in result.report.warnings:
+        print(f"warning: {w}")
+    print(f"wrote {result.run_dir} ({', '.join(p.name for p in result.files.values())})")
+    return 0 if result.passed else EXIT_TOLERANCE
+
+
+def _triple(text: str | None, flag: str) -> tuple[float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise EdgeResNetError(f"{flag} takes three comma-separated numbers (R,G,B), got {text!r}")
+    return values  # type: ignore[return-value]
 
 
 def build_options(args: argparse.Namespace) -> Any:
@@ -214,6 +254,49 @@ def _camera_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip-method", type=int, default=0, help="CSI cameras: nvvidconv flip-method (default: 0)")
 
 
+def _quantize_options(p: argparse.ArgumentParser) -> None:
+    from edge_resnet.contract import CALIBRATORS
+
+    p.add_argument("model", help="an FP32 ONNX ResNet-family classifier (our model.fp32.onnx, torchvision, timm, ...)")
+    p.add_argument("--calib-data", required=True, metavar="SOURCE",
+                   help="a folder of images (recursive), a video file, or a live source as the camera app takes it: "
+                        "camera index (0), /dev/videoN, csi://N, rtsp://..., a GStreamer pipeline")
+    p.add_argument("--output", default=None, help="run directory (default: <model folder>/<model name>-int8)")
+    p.add_argument("--num-calib", type=int, default=512, help="calibration images (default: %(default)s)")
+    p.add_argument("--num-verify", type=int, default=256, help="held-out images that verify (a folder holds out at "
+                                                               "most a quarter; default: %(default)s)")
+    p.add_argument("--every", type=int, default=1, help="video and live sources: take every k-th frame read "
+                                                        "(default: 1)")
+    p.add_argument("--pace", action="store_true", help="video files: read at the file's frame rate, newest frame "
+                                                       "only, as from a camera")
+    p.add_argument("--seed", type=int, default=0, help="folders: the seed of the held-out split (default: 0)")
+    p.add_argument("--calib-method", default="auto", choices=["auto", *CALIBRATORS],
+                   help="auto scores every calibrator on held-out images and keeps the best (default: %(default)s)")
+    p.add_argument("--percentile", type=float, default=99.99, help="for --calib-method percentile "
+                                                                   "(default: %(default)s)")
+    p.add_argument("--tolerance", type=float, default=1.0, help="allowed top-1 drop (points) against the source "
+                                                                "model (default: %(default)s)")
+    p.add_argument("--quantize-classifier", action="store_true", help="quantize the final FC layer too (default: "
+                                                                      "float, as Model Optimizer leaves it)")
+    p.add_argument("--float-layers", default=None, metavar="LAYER[,LAYER]", help="ONNX node names to keep in float")
+    p.add_argument("--size", type=int, default=None, help="input side (without a manifest.json beside the model; "
+                                                          "default: the model's)")
+    p.add_argument("--resize", type=int, default=None, help="shorter side before the centre crop (default: "
+                                                            "size * 256 / 224)")
+    p.add_argument("--mean", default=None, metavar="R,G,B", help="per-channel mean of [0, 1] pixels (default: "
+                                                                 "ImageNet's)")
+    p.add_argument("--std", default=None, metavar="R,G,B", help="per-channel std (default: ImageNet's)")
+    p.add_argument("--channel-order", default=None, choices=["RGB", "BGR"], help="default: RGB")
+    p.add_argument("--resampler", default=None, choices=["pil", "opencv"], help="resize implementation "
+                                                                                "(default: pil)")
+    p.add_argument("--labels", default=None, help="a text file with one class name per line (default: the "
+                                                  "manifest's, else the class indices)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: 0, its own)")
+    p.add_argument("--memory-budget", type=float, default=64.0, metavar="MB",
+                   help="at most this much of intermediate tensors per calibration step (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace another model's run at --output")
+
+
 def _build_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle folder or .tar.gz (or a run directory)")
     add_build_options(p)
@@ -243,6 +326,14 @@ COMMANDS = {
         "check an INT8 ONNX model against TensorRT's Q/DQ placement rules",
         "Reports every violation by node name; exit status 1 if there is any.",
         _lint_options, cmd_lint),
+    "quantize": Command(
+        "INT8-quantize an FP32 ONNX ResNet (no PyTorch): calibrate on images, a video or a live camera",
+        "Imports the ONNX classifier (BatchNorm folded), calibrates with ONNX Runtime on a folder of images, a "
+        "video file or a camera (csi://0, rtsp://..., through the camera app's reader), writes the run "
+        "directory export --int8 writes (model.fp32/int8/int8.cpu/int8.implicit.onnx, calib.json, calib.cache, "
+        "report, manifest.json) and verifies every file against the source model on held-out images. Exit "
+        "status 3 when an INT8 file fails the tolerance.",
+        _quantize_options, cmd_quantize),
     "bench": Command(
         "latency, throughput, memory (and power on a Jetson) of every model in a run directory",
         "Times PyTorch FP32 (model.pt, where torch is installed), ONNX Runtime FP32/FP16/INT8 (both "

@@ -11,19 +11,14 @@ from torch.utils.data import Dataset
 
 from edge_resnet.data.datasets import SPLITS, DatasetSplits, stratified_split
 from edge_resnet.errors import DataError
-from edge_resnet.imaging import to_rgb
+from edge_resnet.imaging import IMAGE_EXTENSIONS, find_images, open_rgb, to_rgb
+
+__all__ = ["IMAGE_EXTENSIONS", "find_images", "load_image_folder", "open_rgb", "readable", "to_rgb"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # train / val / test fractions when the folder has no split of its own
 FOLDER_FRACTIONS = (0.8, 0.1, 0.1)
-
-
-def open_rgb(path: str | Path) -> Image.Image:
-    with Image.open(path) as img:
-        img.load()
-        return to_rgb(img)
 
 
 def readable(path: Path) -> bool:
@@ -36,10 +31,6 @@ def readable(path: Path) -> bool:
         return True
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return False
-
-
-def find_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
 class ImageFileDataset(Dataset):

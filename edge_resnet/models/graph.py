@@ -12,17 +12,15 @@ a calibration range computed here keys a TensorRT calibration cache directly.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.fx
-from torch import Tensor, nn
+from torch import nn
 
 from edge_resnet.models.blocks import Add, ZeroPadShortcut
+from edge_resnet.models.dataflow import INPUT, OUTPUT, Graph, Node
 
-INPUT = "input"
-OUTPUT = "logits"
+__all__ = ["INPUT", "OUTPUT", "Graph", "Node", "trace"]
 
 # module type -> op name; anything else is refused with a clear error
 _MODULE_OPS: dict[type[nn.Module], str] = {
@@ -37,103 +35,9 @@ _MODULE_OPS: dict[type[nn.Module], str] = {
 }
 
 
-@dataclass(frozen=True)
-class Node:
-    """One operation and the tensor it produces (``name``)."""
-
-    name: str
-    op: str
-    inputs: tuple[str, ...]
-    target: str | None = None  # qualified module name, None for functions and the input
-    module: nn.Module | None = field(default=None, compare=False, repr=False)
-
-
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, (Add, ZeroPadShortcut)) or super().is_leaf_module(m, qualname)
-
-
-class Graph:
-    """The traced network: nodes in execution order, ``nodes[0]`` the input."""
-
-    def __init__(self, nodes: list[Node]) -> None:
-        self.nodes = tuple(nodes)
-        self.by_name = {n.name: n for n in nodes}
-        self.output = nodes[-1].name
-        consumers: dict[str, list[Node]] = {n.name: [] for n in nodes}
-        for n in nodes:
-            for i in n.inputs:
-                consumers[i].append(n)
-        self._consumers = consumers
-        last_use = {}
-        for idx, n in enumerate(nodes):
-            for i in n.inputs:
-                last_use[i] = idx
-        self._last_use = last_use
-
-    def __getitem__(self, name: str) -> Node:
-        return self.by_name[name]
-
-    def __iter__(self):
-        return iter(self.nodes)
-
-    def consumers(self, name: str) -> list[Node]:
-        return list(self._consumers[name])
-
-    def of_op(self, *ops: str) -> list[Node]:
-        return [n for n in self.nodes if n.op in ops]
-
-    def shortcut_input(self, node: Node) -> str:
-        """Which input of a residual Add is the shortcut: the one a conv did not produce directly
-        (the block's main path always ends in a conv); with two convs (a projection), the second."""
-        a, b = node.inputs
-        if self[a].op == "conv" and self[b].op != "conv":
-            return b
-        if self[b].op == "conv" and self[a].op != "conv":
-            return a
-        return b
-
-    def run(self, x: Tensor, visit: Callable[[Node, Tensor], Tensor] | None = None,
-            reads_original: Callable[[Node], bool] | None = None) -> Tensor:
-        """Execute the graph; ``visit(node, output)`` may observe or replace every tensor.
-
-        Nodes for which ``reads_original(node)`` is true read their inputs as computed, before
-        ``visit`` replaced them (a layer kept in float beside quantized ones). Tensors are dropped
-        after their last use, so calibration at large batches keeps only the live activations,
-        as the plain forward pass would.
-        """
-        env: dict[str, Tensor] = {}
-        original: dict[str, Tensor] = {}  # only tensors that ``visit`` replaced
-        for idx, node in enumerate(self.nodes):
-            if node.op == "input":
-                out = x
-            else:
-                raw = reads_original is not None and reads_original(node)
-                args = [original.get(i, env[i]) if raw else env[i] for i in node.inputs]
-                out = _apply(node, args)
-            if visit is not None:
-                seen = visit(node, out)
-                if seen is not out and reads_original is not None:
-                    original[node.name] = out
-                out = seen
-            env[node.name] = out
-            for i in node.inputs:
-                if self._last_use.get(i) == idx:
-                    del env[i]
-                    original.pop(i, None)
-        return env[self.output]
-
-
-def _apply(node: Node, args: list[Tensor]) -> Tensor:
-    if node.op == "relu":
-        # never in place: the conv output it reads may still be observed or quantized
-        return torch.relu(args[0])
-    if node.op == "flatten":
-        return torch.flatten(args[0], 1)
-    if node.op == "add" and node.module is None:
-        return args[0] + args[1]
-    assert node.module is not None
-    return node.module(*args)
 
 
 def trace(model: nn.Module) -> Graph:

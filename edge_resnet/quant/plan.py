@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from edge_resnet.calibration.calibrators import MIN_AMAX, weight_amax
-from edge_resnet.models.graph import Graph, Node
+from edge_resnet.models.dataflow import POOL_OPS, Graph, Node, array, groups
 
 Target = Literal["tensorrt", "cpu"]
 TARGETS: tuple[str, ...] = ("tensorrt", "cpu")
@@ -56,9 +55,15 @@ class WeightQuant:
     q: np.ndarray  # int8, the weight's shape
     scale: np.ndarray  # float32, one per output channel
 
-    def dequantized(self) -> torch.Tensor:
+    def dequantized_array(self) -> np.ndarray:
         shape = (-1,) + (1,) * (self.q.ndim - 1)
-        return torch.from_numpy(self.q.astype(np.float32) * self.scale.reshape(shape))
+        return self.q.astype(np.float32) * self.scale.reshape(shape)
+
+    def dequantized(self) -> Any:
+        """As a torch tensor (the simulation's weights)."""
+        import torch
+
+        return torch.from_numpy(self.dequantized_array())
 
 
 @dataclass
@@ -115,21 +120,22 @@ def scale_for(amax: float, levels: int = 127) -> float:
     return float(np.float32(max(float(amax), MIN_AMAX) / levels))
 
 
-def quantize_weight(w: torch.Tensor) -> WeightQuant:
-    """Symmetric per-output-channel int8 (axis 0 for Conv OIHW and Gemm with transB)."""
-    w = w.detach().float().cpu()
-    amax = np.maximum(weight_amax(w.numpy()), np.float32(MIN_AMAX))
+def quantize_weight(w: Any) -> WeightQuant:
+    """Symmetric per-output-channel int8 (axis 0 for Conv OIHW and Gemm with transB); ``w`` a torch
+    tensor or a numpy array."""
+    w = array(w).astype(np.float32, copy=False)
+    amax = np.maximum(weight_amax(w), np.float32(MIN_AMAX))
     scale = (amax / np.float32(127)).astype(np.float32)
-    shape = (-1,) + (1,) * (w.dim() - 1)
-    # round half to even (torch.round), and |w| <= amax keeps q within [-127, 127]
-    q = torch.clamp(torch.round(w / torch.from_numpy(scale).reshape(shape)), -127, 127)
-    return WeightQuant(q.numpy().astype(np.int8), scale)
+    shape = (-1,) + (1,) * (w.ndim - 1)
+    # float32 division and round half to even (as torch.round), and |w| <= amax keeps q within [-127, 127]
+    q = np.clip(np.round(w / scale.reshape(shape)), -127, 127)
+    return WeightQuant(q.astype(np.int8), scale)
 
 
 def _is_nonnegative(graph: Graph, node: Node) -> bool:
     if node.op == "relu":
         return True
-    if node.op in ("maxpool", "avgpool", "flatten", "zeropad"):
+    if node.op in ("maxpool", "flatten", "zeropad", *POOL_OPS):
         return _is_nonnegative(graph, graph[node.inputs[0]])
     return False
 
@@ -160,7 +166,7 @@ def activation_points(graph: Graph, target: str, float_layers: frozenset[str] = 
         for node in graph:
             quantized = unit_name(node) not in float_layers
             if (node.op in ("conv", "linear") and quantized) or (
-                    node.op == "avgpool" and _feeds_quantized_layer(graph, node.name, float_layers)):
+                    node.op in POOL_OPS and _feeds_quantized_layer(graph, node.name, float_layers)):
                 points.setdefault(node.inputs[0], node.inputs[0])
             elif node.op == "add" and quantized:
                 points.setdefault(graph.shortcut_input(node), graph.shortcut_input(node))
@@ -189,7 +195,7 @@ def _read_quantized(graph: Graph, name: str, float_layers: frozenset[str]) -> bo
         if unit_name(c) in float_layers:
             continue
         # ops that only move or average values keep a Q/DQ pair only when their output needs one
-        if c.op not in ("flatten", "maxpool", "zeropad", "avgpool") or _read_quantized(graph, c.name, float_layers):
+        if c.op not in ("flatten", "maxpool", "zeropad", *POOL_OPS) or _read_quantized(graph, c.name, float_layers):
             return True
     return False
 
@@ -202,16 +208,16 @@ def corrected_bias(node: Node, wq: WeightQuant, mean: Sequence[float]) -> np.nda
     (Nagel et al. 2019, "bias correction"). E[x] is the per-channel input mean measured during
     calibration; the INT8 arithmetic is unchanged, only the float bias differs.
     """
-    w = node.module.weight.detach().double().cpu()
-    dw = wq.dequantized().double() - w
-    mu = torch.tensor(list(mean), dtype=torch.float64)
-    if mu.numel() != dw.shape[1] * getattr(node.module, "groups", 1):
-        raise ValueError(f"{node.name}: calibration has {mu.numel()} input channel means, the layer "
+    w = array(node.module.weight).astype(np.float64)
+    dw = wq.dequantized_array().astype(np.float64) - w
+    mu = np.asarray(list(mean), dtype=np.float64)
+    if mu.size != dw.shape[1] * groups(node):
+        raise ValueError(f"{node.name}: calibration has {mu.size} input channel means, the layer "
                          f"{dw.shape[1]} input channels; recalibrate this model")
-    shift = dw.sum(dim=tuple(range(2, dw.dim()))) @ mu if dw.dim() > 2 else dw @ mu
+    shift = dw.sum(axis=tuple(range(2, dw.ndim))) @ mu if dw.ndim > 2 else dw @ mu
     bias = node.module.bias
-    base = bias.detach().double().cpu() if bias is not None else torch.zeros(dw.shape[0], dtype=torch.float64)
-    return (base - shift).numpy().astype(np.float32)
+    base = array(bias).astype(np.float64) if bias is not None else np.zeros(dw.shape[0], dtype=np.float64)
+    return (base - shift).astype(np.float32)
 
 
 def make_plan(graph: Graph, amax: Mapping[str, float], target: str = "tensorrt",
@@ -243,6 +249,6 @@ def make_plan(graph: Graph, amax: Mapping[str, float], target: str = "tensorrt",
             continue
         wq = plan.weights[node.name] = quantize_weight(node.module.weight)
         mean = None if channel_mean is None else channel_mean.get(node.inputs[0])
-        if mean is not None and getattr(node.module, "groups", 1) == 1:
+        if mean is not None and groups(node) == 1:
             plan.biases[node.name] = corrected_bias(node, wq, mean)
     return plan

@@ -11,22 +11,27 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor, nn
-
-from edge_resnet.contract.metrics import sqnr_from_sums
 from edge_resnet.calibration.cache import Calibration
-from edge_resnet.fp32 import exact_fp32
-from edge_resnet.models.graph import Graph
+from edge_resnet.contract.metrics import sqnr_from_sums
+from edge_resnet.models.dataflow import Graph
 from edge_resnet.quant.plan import make_plan
-from edge_resnet.quant.sim import QuantSim
+
+if TYPE_CHECKING:  # torch only where the simulation scores (``pick`` runs without it)
+    import torch
+    from torch import Tensor, nn
 
 
 def score_calibrations(folded: nn.Module, graph: Graph, calibs: Sequence[Calibration], batches: Iterable[Tensor],
                        *, target: str = "tensorrt", device: torch.device | str = "cpu",
                        on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
     """Logit SQNR (dB) against ``folded`` of the INT8 simulation of each calibration, by method."""
+    import torch
+
+    from edge_resnet.fp32 import exact_fp32
+    from edge_resnet.quant.sim import QuantSim
+
     sims = {c.method: QuantSim(folded, make_plan(graph, c.amax, target, c.channel_mean or None)).to(device)
             for c in calibs}
     folded = folded.eval().to(device)

@@ -129,7 +129,7 @@ def _footprint(stats: Statistics) -> dict[str, tuple[int, ...]]:
     for name, s in stats.stats.items():
         out[name] = (s.pos.nbytes, s.neg.nbytes)
     for name, v in stats.channel_sums.items():
-        out[f"sum:{name}"] = (v.numel(),)
+        out[f"sum:{name}"] = (v.size,)
     return out
 
 

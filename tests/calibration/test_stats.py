@@ -219,3 +219,22 @@ def test_cuda_tensor_gives_the_same_counts_as_cpu() -> None:
     np.testing.assert_array_equal(gpu.pos, cpu.pos)
     np.testing.assert_array_equal(gpu.neg, cpu.neg)
     assert (gpu.count, gpu.min, gpu.max, gpu.range) == (cpu.count, cpu.min, cpu.max, cpu.range)
+
+
+def test_numpy_and_torch_updates_count_the_same_bins() -> None:
+    """The ONNX Runtime collector feeds numpy arrays, the PyTorch one tensors: the same values, the same counts,
+    through range growth and an all-zero batch."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    a, b = TensorStats(256), TensorStats(256)
+    batches = [np.zeros((3, 5), np.float32)] + [(rng.standard_normal((4, 7, 9)) * (1 + 3 * i)).astype(np.float32)
+                                                for i in range(4)]
+    for x in batches:
+        a.update(x)
+        b.update(torch.from_numpy(x))
+    assert (a.count, a.min, a.max, a.range) == (b.count, b.min, b.max, b.range)
+    np.testing.assert_array_equal(a.pos, b.pos)
+    np.testing.assert_array_equal(a.neg, b.neg)
+    assert a.pos.sum() + a.neg.sum() == sum(x.size for x in batches)

@@ -1,0 +1,456 @@
+"""The quantize job: an FP32 ONNX classifier -> the run directory ``edge-resnet export --int8`` writes, no torch.
+
+import (BN folded) -> FP32 ONNX in our names -> statistics with ONNX Runtime over the calibration images
+-> calibrators -> Q/DQ plans (TensorRT and CPU placement: ``edge_resnet.quant.plan``, the export's own)
+-> INT8 ONNX files, implicit file and calib.cache -> verification against the source model on held-out
+images -> report and manifest. Everything is computed in memory first; files are written only at the
+end (the old manifest first removed, the new one written last), each atomically, so a failed or
+interrupted run leaves the folder as it was or without a manifest vouching for a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edge_resnet import atomic
+from edge_resnet.calibration.cache import Calibration
+from edge_resnet.calibration.calibrators import METHODS
+from edge_resnet.calibration.onnx_collect import DEFAULT_BUDGET_MB, OnnxCollector
+from edge_resnet.calibration.statistics import Statistics, ranges
+from edge_resnet.contract.metrics import sqnr_db
+from edge_resnet.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+from edge_resnet.errors import ConfigError, DataError, EdgeResNetError
+from edge_resnet.contract.files import FILES
+from edge_resnet.export.artifacts import implicit_files, library_versions, manifest_dict
+from edge_resnet.export.lint import errors as lint_errors
+from edge_resnet.export.lint import lint_model
+from edge_resnet.export.onnx_writer import build_onnx
+from edge_resnet.models.dataflow import Graph
+from edge_resnet.models.onnx_import import ImportedModel, import_onnx
+from edge_resnet.ptq.frames import Frames, open_frames
+from edge_resnet.quant.plan import check_float_layers, classifier_layers, make_plan
+from edge_resnet.quant.select import pick
+from edge_resnet.runs import MANIFEST, read_manifest
+from edge_resnet.runtime.backends import OnnxRuntimeBackend
+from edge_resnet.runtime.preprocess import Preprocessor
+from edge_resnet.verify import Backend, Report, compare
+
+log = logging.getLogger("edge_resnet.ptq")
+
+TARGETS = ("tensorrt", "cpu")
+# the files this job writes (FILES keys), manifest last
+WRITES = ("fp32", "tensorrt", "cpu", "implicit", "calib", "cache", "report_json", "report_md", "manifest")
+SELECTION_IMAGES = 128  # held-out images "auto" scores the calibrators on (the rest verify)
+
+Progress = Callable[[str, int], "contextlib.AbstractContextManager[Callable[[int], None]]"]
+
+
+@contextlib.contextmanager
+def _no_progress(desc: str, total: int) -> Iterator[Callable[[int], None]]:
+    yield lambda n: None
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    model: str
+    calib_data: str
+    output: str | None = None  # default: <model folder>/<model stem>-int8
+    num_calib: int = 512
+    num_verify: int = 256
+    every: int = 1
+    pace: bool = False
+    seed: int = 0
+    calib_method: str = "auto"
+    percentile: float = 99.99
+    bins: int = 2048
+    tolerance: float = 1.0
+    quantize_classifier: bool = False
+    float_layers: tuple[str, ...] = ()
+    # preprocessing when no manifest.json sits beside the model
+    size: int | None = None
+    resize: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    channel_order: str | None = None
+    resampler: str | None = None
+    labels: str | None = None  # a file with one label per line
+    threads: int = 0
+    budget_mb: float = DEFAULT_BUDGET_MB
+    force: bool = False
+
+    def validate(self) -> None:
+        if self.calib_method not in ("auto", *METHODS):
+            raise ConfigError(f"--calib-method {self.calib_method!r} is not one of auto, {', '.join(METHODS)}")
+        for flag, value, low in (("--num-calib", self.num_calib, 1), ("--num-verify", self.num_verify, 1),
+                                 ("--every", self.every, 1), ("--bins", self.bins, 128), ("--threads", self.threads, 0)):
+            if value < low:
+                raise ConfigError(f"{flag} must be >= {low}, got {value}")
+        if not 0 < self.percentile <= 100:
+            raise ConfigError(f"--percentile must be in (0, 100], got {self.percentile}")
+        if self.tolerance < 0:
+            raise ConfigError(f"--tolerance is in top-1 points and must be >= 0, got {self.tolerance}")
+        if self.budget_mb <= 0:
+            raise ConfigError(f"--memory-budget must be > 0 MB, got {self.budget_mb}")
+
+    def preprocessing_given(self) -> list[str]:
+        names = ("size", "resize", "mean", "std", "channel_order", "resampler")
+        return [f"--{n.replace('_', '-')}" for n in names if getattr(self, n) is not None]
+
+
+@dataclass
+class QuantizeResult:
+    run_dir: Path
+    files: dict[str, Path]
+    report: Report
+    calibration: Calibration
+    imported: ImportedModel
+    data: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    lint_warnings: list[str] = field(default_factory=list)
+    cache_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.report.passed
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _spec(opts: QuantizeOptions, model_dir: Path, imported: ImportedModel) -> tuple[dict[str, Any], dict | None]:
+    """The preprocessing (as a manifest holds it) and the manifest beside the model, if any."""
+    raw = read_manifest(model_dir) if (model_dir / MANIFEST).is_file() else None
+    if raw is not None and isinstance(raw.get("preprocessing"), dict):
+        given = opts.preprocessing_given()
+        if given:
+            raise ConfigError(f"{model_dir / MANIFEST} fixes the preprocessing the model was trained with; drop "
+                              f"{', '.join(given)} (or quantize a copy of the model without its manifest)")
+        spec = dict(raw["preprocessing"])
+    else:
+        size = opts.size or imported.input_size
+        if size is None:
+            raise ConfigError("the model's input size is dynamic and no manifest.json is beside it; pass --size")
+        spec = PreprocessSpec(input_size=size, resize=opts.resize or round(size * 256 / 224),
+                              mean=tuple(opts.mean or IMAGENET_MEAN), std=tuple(opts.std or IMAGENET_STD),
+                              channel_order=opts.channel_order or "RGB", resampler=opts.resampler or "pil").to_dict()
+    Preprocessor(spec)  # validates it (one line on a bad value)
+    size = int(spec["input_size"])
+    if imported.input_size is not None and imported.input_size != size:
+        raise ConfigError(f"the model takes {imported.input_size}x{imported.input_size} inputs but the preprocessing "
+                          f"crops {size}x{size}; pass --size {imported.input_size}")
+    return spec, raw
+
+
+def _labels(opts: QuantizeOptions, raw: dict | None, num_classes: int) -> list[str]:
+    if opts.labels is not None:
+        try:
+            labels = [ln.strip() for ln in Path(opts.labels).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--labels {opts.labels}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+        where = f"--labels {opts.labels}"
+    elif raw is not None and isinstance(raw.get("labels"), list):
+        labels, where = [str(x) for x in raw["labels"]], "its manifest.json"
+    else:
+        return [str(i) for i in range(num_classes)]
+    if len(labels) != num_classes:
+        raise ConfigError(f"{where} has {len(labels)} labels but the model has {num_classes} outputs")
+    return labels
+
+
+def default_output(model: Path) -> Path:
+    return model.parent / f"{model.name[:-5] if model.name.endswith('.onnx') else model.name}-int8"
+
+
+def _check_output(out: Path, model: Path, source_sha: str, force: bool) -> None:
+    """Refuse the model's own run folder, and a folder holding another model's run unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output {out} is a file; it must be a (new or existing) folder")
+    if out.resolve() == model.parent.resolve() and (out / FILES["fp32"]).exists():
+        raise ConfigError(f"writing into {out}, the folder of {model.name}, would replace the files of the run it "
+                          "comes from; pass another --output")
+    if not out.is_dir():
+        return
+    raw = read_manifest(out)
+    ours = [FILES[k] for k in WRITES if (out / FILES[k]).exists()]
+    theirs = ours + [n for n in ("model.pt", "last.pt") if (out / n).exists()]
+    if raw is not None and raw.get("model", {}).get("source_sha256") == source_sha and not (out / "model.pt").exists():
+        return  # a run of this very file: re-quantizing replaces it
+    if theirs and not force:
+        what = "another model's run" if raw is not None or (out / "model.pt").exists() else "files this would replace"
+        raise ConfigError(f"{out} holds {what} ({', '.join(theirs)}); pass another --output, or --force to replace "
+                          "them")
+
+
+# ---------------------------------------------------------------- the job
+
+
+def quantize(opts: QuantizeOptions, *, progress: Progress | None = None) -> QuantizeResult:
+    """Run the whole job; see the module docstring.
+
+    Raises:
+        EdgeResNetError: bad options, a model outside the supported ops, unusable calibration data.
+    """
+    opts.validate()
+    progress = progress or _no_progress
+    start = time.perf_counter()
+    model_path = Path(opts.model)
+    imported = import_onnx(model_path)
+    source_sha = atomic.sha256_file(model_path)
+    spec, raw = _spec(opts, model_path.parent, imported)
+    labels = _labels(opts, raw, imported.num_classes)
+    out = Path(opts.output) if opts.output else default_output(model_path)
+    _check_output(out, model_path, source_sha, opts.force)
+    atomic.check_writable_dir(out, f"--output {out}")
+    float_layers = _float_layers(opts, imported.graph)
+    pre = Preprocessor(spec)
+    frames = open_frames(opts.calib_data, pre, labels, num_calib=opts.num_calib, num_verify=opts.num_verify,
+                         every=opts.every, seed=opts.seed, pace=opts.pace)
+    staged = _Staged(out)
+    try:
+        result = _run(opts, imported, pre, frames, float_layers, staged, progress, start)
+        manifest = dict(
+            model={"arch": "onnx", "source": str(model_path), "source_sha256": source_sha,
+                   "num_classes": imported.num_classes,
+                   "trained_on": (raw or {}).get("model", {}).get("trained_on"),
+                   "run_id": (raw or {}).get("model", {}).get("run_id"),
+                   "imported": {"nodes": imported.source_nodes, "folded_batchnorm": imported.folded_bn,
+                                "input": imported.input_name, "output": imported.output_name}},
+            size=pre.input_size, num_classes=imported.num_classes, preprocessing=spec, labels=labels,
+            calib=result.calibration, lint={"tensorrt": []}, targets=TARGETS, versions=library_versions(None),
+            cache_info=result.cache_info, mixed={"float_layers": dict(float_layers), "fallback": None},
+            warnings={"tensorrt": result.lint_warnings})
+        staged.commit(manifest, result.report)
+    except BaseException:
+        staged.discard()
+        raise
+    result.files = staged.files
+    result.seconds["total"] = time.perf_counter() - start
+    return result
+
+
+def _run(opts: QuantizeOptions, imported: ImportedModel, pre: Preprocessor, frames: Frames,
+         float_layers: dict[str, str], staged: _Staged, progress: Progress, start: float) -> QuantizeResult:
+    """Calibrate, choose, build and verify; every file goes to ``staged`` as soon as it exists."""
+    graph, size, times = imported.graph, pre.input_size, {}
+    fp32 = build_onnx(graph, input_size=size, precision="fp32")
+    with progress("calibrate", opts.num_calib + opts.num_verify) as step:
+        frames.on_image = step
+        stats = OnnxCollector(graph, fp32, bins=opts.bins, threads=opts.threads,
+                              budget_mb=opts.budget_mb).run(frames.calibration())
+    times["calibrate"] = time.perf_counter() - start
+    if stats.images == 0:
+        raise DataError(f"none of the calibration images of {frames.name} could be read")
+    pixels, truth = frames.verification().arrays()
+    fingerprint = {"model": hashlib.sha256(fp32.SerializeToString()).hexdigest(), "data": frames.fingerprint}
+    staged.model("fp32", fp32)
+    calibs = [_calibration(stats, m, opts, frames, fingerprint, times["calibrate"])
+              for m in (METHODS if opts.calib_method == "auto" else (opts.calib_method,))]
+    del stats
+    calib = calibs[0]
+    if opts.calib_method == "auto":
+        select, pixels, truth = _split_selection(pixels, truth)
+        if len(select) == 0:
+            log.warning("no held-out images to choose a calibrator on; using entropy")
+            calib = next(c for c in calibs if c.method == "entropy")
+        else:
+            with progress("choose calibrator", len(calibs)) as step:
+                scores = _score(graph, size, calibs, staged.files["fp32"], pre.normalize(select), float_layers,
+                                opts.threads, step)
+            calib = pick(calibs, scores)
+            log.info("auto calibration: %s", ", ".join(f"{m} {s:.1f} dB" for m, s in scores.items()))
+    del fp32, calibs
+    calib.seconds = time.perf_counter() - start
+    warnings = _int8_models(graph, size, calib, float_layers, staged)
+    implicit, cache_text, cache_info = implicit_files(graph, calib, size)
+    staged.model("implicit", implicit)
+    del implicit
+    staged.text("cache", cache_text)
+    staged.text("calib", json.dumps(calib.to_dict(), indent=2) + "\n")
+    times["build"] = time.perf_counter() - start - times["calibrate"]
+    if len(pixels) == 0:
+        raise DataError(f"{frames.name} gave no held-out images to verify on; pass more images (--num-verify "
+                        "images are held out, at most a quarter of a folder)")
+    with progress("verify", 4 * len(pixels)) as step:
+        report = _verify(Path(opts.model), staged, pre.normalize, pixels, truth, opts, frames.name, step)
+    times["verify"] = time.perf_counter() - start - times["calibrate"] - times["build"]
+    return QuantizeResult(staged.out, {}, report, calib, imported, frames.name, times, warnings, cache_info)
+
+
+class _Staged:
+    """The run's files, each written to a temp name in the output folder as soon as it is made (so the
+    models need not stay in memory), renamed into place together at the end: the old manifest first
+    removed, the new one written last. ``discard`` removes the temps (and the folder, if this run made it)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.created = out, not out.exists()
+        self.temps: dict[str, Path] = {}
+        self.final = {k: out / FILES[k] for k in WRITES}
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """Where each file can be read now: its temp name until ``commit``, then its final name."""
+        return {k: self.temps.get(k, self.final[k]) for k in self.final if k in self.temps or self.final[k].exists()}
+
+    def _path(self, key: str) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.temps[key] = atomic.temp_path(self.final[key], keep_suffix=True)
+        return self.temps[key]
+
+    def model(self, key: str, model: onnx.ModelProto) -> None:
+        try:
+            with open(self._path(key), "wb") as f:
+                f.write(model.SerializeToString())
+        except OSError as e:
+            self._failed(e)
+
+    def text(self, key: str, text: str) -> None:
+        try:
+            self._path(key).write_text(text, encoding="utf-8")
+        except OSError as e:
+            self._failed(e)
+
+    def _failed(self, e: OSError) -> None:
+        raise EdgeResNetError(f"cannot write in {self.out} ({e.strerror or e}); nothing there was changed") from None
+
+    def commit(self, manifest: dict[str, Any], report: Report) -> None:
+        self.text("report_json", json.dumps(report.to_dict(), indent=2) + "\n")
+        self.text("report_md", report.to_markdown())
+        try:
+            self.final["manifest"].unlink(missing_ok=True)  # no manifest vouches for a half-replaced folder
+            for key, tmp in list(self.temps.items()):
+                os.replace(tmp, self.final[key])
+                del self.temps[key]
+            listed = {k: p for k, p in self.final.items() if k != "manifest"}
+            atomic.write_json(self.final["manifest"], manifest_dict(files=listed, report=report.to_dict(), **manifest))
+        except OSError as e:  # a folder where a file goes, a full disk: every file is whole, no manifest
+            where = e.filename or self.out
+            raise EdgeResNetError(f"cannot write {where} ({e.strerror or e}); {self.out} has no manifest.json "
+                                  "until a quantize run completes") from None
+
+    def discard(self) -> None:
+        for tmp in self.temps.values():
+            tmp.unlink(missing_ok=True)
+        self.temps.clear()
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()
+
+
+def _float_layers(opts: QuantizeOptions, graph: Graph) -> dict[str, str]:
+    layers: dict[str, str] = {}
+    if not opts.quantize_classifier:
+        layers.update(dict.fromkeys(sorted(classifier_layers(graph)), "classifier"))
+    try:
+        check_float_layers(graph, opts.float_layers)
+    except ValueError as e:
+        raise ConfigError(f"--float-layers: {e}") from None
+    layers.update(dict.fromkeys(opts.float_layers, "requested"))
+    return layers
+
+
+def _calibration(stats: Statistics, method: str, opts: QuantizeOptions, frames: Frames,
+                 fingerprint: dict[str, str], seconds: float) -> Calibration:
+    return Calibration(method=method, amax=ranges(stats, method, percentile=opts.percentile), images=stats.images,
+                       skipped=frames.skipped, percentile=opts.percentile if method == "percentile" else None,
+                       bins=opts.bins, data=frames.name, fingerprint=dict(fingerprint),
+                       channel_mean=stats.channel_means(), requested=method, seconds=seconds)
+
+
+def _split_selection(pixels: np.ndarray, truth: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Held-out images for choosing the calibrator (every other one, at most SELECTION_IMAGES) and the rest,
+    which verify: the report never judges on the images that made a choice."""
+    idx = np.arange(len(pixels))
+    chosen = idx[::2][:SELECTION_IMAGES] if len(pixels) > 1 else idx[:0]
+    rest = np.setdiff1d(idx, chosen)
+    return pixels[chosen], pixels[rest], None if truth is None else truth[rest]
+
+
+def _session(blob: bytes | str, threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+
+
+def _logits(blob: bytes | str, x: np.ndarray, threads: int, batch: int = 32) -> np.ndarray:
+    sess = _session(blob, threads)
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def _score(graph: Graph, size: int, calibs: list[Calibration], fp32: Path, x: np.ndarray,
+           float_layers: dict[str, str], threads: int, step: Callable[[int], None]) -> dict[str, float]:
+    """Logit SQNR against FP32 of each calibration's TensorRT-placed INT8 model on ONNX Runtime."""
+    ref = _logits(str(fp32), x, threads)
+    scores = {}
+    for c in calibs:
+        plan = make_plan(graph, c.amax, "tensorrt", channel_mean=c.channel_mean or None,
+                         float_layers=frozenset(float_layers))
+        model = build_onnx(graph, input_size=size, precision="int8", plan=plan)
+        scores[c.method] = sqnr_db(ref, _logits(model.SerializeToString(), x, threads))
+        step(1)
+    return scores
+
+
+def _int8_models(graph: Graph, size: int, calib: Calibration, float_layers: dict[str, str],
+                 staged: _Staged) -> list[str]:
+    """Both INT8 files, staged; the TensorRT one must pass the Q/DQ lint (its warnings: the float layers)."""
+    warnings: list[str] = []
+    for target in TARGETS:
+        plan = make_plan(graph, calib.amax, target, channel_mean=calib.channel_mean or None,
+                         float_layers=frozenset(float_layers))
+        model = build_onnx(graph, input_size=size, precision="int8", plan=plan)
+        if target == "tensorrt":
+            found = lint_model(model, sorted(float_layers))
+            bad = [str(v) for v in lint_errors(found)]
+            if bad:  # the placement is ours: a model that breaks it is a bug, said in one line
+                raise EdgeResNetError(f"the TensorRT-placed INT8 model fails the Q/DQ lint ({bad[0]}); this is a bug "
+                                      "in edge-resnet's placement for this graph, please report it")
+            warnings = [str(v) for v in found if v.severity != "error"]
+        staged.model(target, model)
+    return warnings
+
+
+def _verify(model_path: Path, staged: _Staged, normalize: Callable, pixels: np.ndarray, truth: np.ndarray | None,
+            opts: QuantizeOptions, data: str, step: Callable[[int], None]) -> Report:
+    """Every written model against the source ONNX on ONNX Runtime, on the held-out images; the export's gate.
+    One session at a time: the held-out pixels are small, the models may not be."""
+    names = {"fp32": "ONNX Runtime FP32 (BN folded, ours)", "tensorrt": "ONNX Runtime INT8 (TensorRT target)",
+             "cpu": "ONNX Runtime INT8 (CPU target)"}
+    backends = [Backend("onnx_source", f"ONNX Runtime FP32 ({model_path.name})", lambda x: x, file=str(model_path),
+                        size_bytes=model_path.stat().st_size)]
+    backends += [Backend(f"onnxruntime_{k}", names[k], lambda x: x, file=str(staged.final[k]),
+                         size_bytes=staged.files[k].stat().st_size) for k in names]
+    for b in backends:
+        if b.key == "onnx_source":
+            run = OnnxRuntimeBackend(model_path, providers=["CPUExecutionProvider"], threads=opts.threads).run
+        else:
+            sess = _session(str(staged.files[b.key.split("_", 1)[1]]), opts.threads)
+            run = lambda x, s=sess: s.run(None, {"input": x})[0].astype(np.float32)  # noqa: E731
+        for i in range(0, len(pixels), 32):
+            b.logits.append(run(np.ascontiguousarray(normalize(pixels[i:i + 32]), dtype=np.float32)))
+            step(len(pixels[i:i + 32]))
+        del run
+    labels, dataset = truth, data
+    if labels is None:  # no labels: the source model's predictions stand in, so "drop" is disagreement
+        labels = np.concatenate(backends[0].logits).argmax(1)
+        dataset = f"{data}; labels: the source model's predictions"
+    return compare(backends, labels, reference="onnx_source", tolerance=opts.tolerance, dataset=dataset,
+                   split="held-out")
+
+
+__all__ = ["QuantizeOptions", "QuantizeResult", "default_output", "quantize"]
