@@ -25,6 +25,7 @@ import numpy as np
 from edge_resnet.contract.metrics import db_from_json, db_to_json
 from edge_resnet.calibration.calibrators import MIN_AMAX
 from edge_resnet import atomic
+from edge_resnet.contract.files import FILES
 from edge_resnet.errors import EdgeResNetError
 
 FORMAT = "edge-resnet/calib-1"
@@ -64,7 +65,7 @@ class Calibration:
         return {"format": FORMAT, **d}
 
     @classmethod
-    def from_dict(cls, d: Any, path: str | Path = "calib.json") -> Calibration:
+    def from_dict(cls, d: Any, path: str | Path = FILES["calib"]) -> Calibration:
         """Raises CalibrationCacheError naming what is wrong; the caller adds what to do about it."""
         if not isinstance(d, Mapping) or d.get("format") != FORMAT:
             raise CalibrationCacheError(f"{path} is not an edge-resnet calibration file (calib.json)")

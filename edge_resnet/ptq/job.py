@@ -32,7 +32,7 @@ from edge_resnet.calibration.statistics import Statistics, ranges
 from edge_resnet.contract.metrics import sqnr_db
 from edge_resnet.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 from edge_resnet.errors import ConfigError, DataError, EdgeResNetError
-from edge_resnet.contract.files import FILES
+from edge_resnet.contract.files import FILES, LAST
 from edge_resnet.export.artifacts import implicit_files, library_versions, manifest_dict
 from edge_resnet.export.lint import errors as lint_errors
 from edge_resnet.export.lint import lint_model
@@ -184,11 +184,11 @@ def _check_output(out: Path, model: Path, source_sha: str, force: bool) -> None:
         return
     raw = read_manifest(out)
     ours = [FILES[k] for k in WRITES if (out / FILES[k]).exists()]
-    theirs = ours + [n for n in ("model.pt", "last.pt") if (out / n).exists()]
-    if raw is not None and raw.get("model", {}).get("source_sha256") == source_sha and not (out / "model.pt").exists():
+    theirs = ours + [n for n in (FILES["checkpoint"], LAST) if (out / n).exists()]
+    if raw is not None and raw.get("model", {}).get("source_sha256") == source_sha and not (out / FILES["checkpoint"]).exists():
         return  # a run of this very file: re-quantizing replaces it
     if theirs and not force:
-        what = "another model's run" if raw is not None or (out / "model.pt").exists() else "files this would replace"
+        what = "another model's run" if raw is not None or (out / FILES["checkpoint"]).exists() else "files this would replace"
         raise ConfigError(f"{out} holds {what} ({', '.join(theirs)}); pass another --output, or --force to replace "
                           "them")
 
