@@ -194,7 +194,10 @@ def train_qat(folded: nn.Module, graph: Graph, amax: Mapping[str, float], train_
         if db > best[0]:
             best = (db, epoch, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
-    return QATResult(model.folded(), model.amax(), before, best[0], best[1], history)
+    # no epoch beat the start: return the calibrated ranges themselves, not their exp(log()) round trip,
+    # whose last-bit differences would flip roundings and move the written model off the PTQ one
+    ranges = model.amax() if best[1] else {t: float(amax[src]) for t, src in model.points.items()}
+    return QATResult(model.folded(), ranges, before, best[0], best[1], history)
 
 
 __all__ = ["QATModel", "QATResult", "held_out_sqnr", "ste_round", "train_qat"]
