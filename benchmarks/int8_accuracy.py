@@ -9,7 +9,9 @@ against the FP32 logits, and the QDQ lint of the file.
   file, with the classifier quantized (the old default) and left float (the new default); then with
   the mixed-precision fallback (tolerance 0.5 top-1 points, cap 3 layers), listing the layers it kept
   float; cross-layer equalization (recalibrated), and the fallback on whichever of the two scored
-  better on the validation split. (QAT rows come with that feature.)
+  better on the validation split; QAT (``quant.qat.train_qat``, what `edge-resnet qat` runs) for
+  ``--qat-epochs`` epochs on the train split from that same calibration, the epoch closest to FP32 on
+  the validation split kept.
 - ONNX Runtime ``quantize_static``: QDQ, per-channel int8 weights, symmetric int8 activations (the
   TensorRT-style setting), MinMax.
 - NVIDIA Model Optimizer ONNX PTQ (int8, ``max`` and ``entropy``, CPU calibration): run in its own
@@ -48,13 +50,15 @@ from edge_resnet.export.onnx_writer import build_onnx, save_onnx  # noqa: E402
 from int8_peers import ArrayReader, ort_quantize, print_table, run_onnx  # noqa: E402
 
 from edge_resnet.analysis import held_out  # noqa: E402
-from edge_resnet.data import eval_transform, load_dataset  # noqa: E402
+from edge_resnet.data import Transformed, eval_transform, load_dataset  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 from edge_resnet.fold import fold_batchnorm  # noqa: E402
 from edge_resnet.models.graph import INPUT, trace  # noqa: E402
 from edge_resnet.quant import make_plan  # noqa: E402
 from edge_resnet.quant.equalize import equalize  # noqa: E402
 from edge_resnet.quant.fallback import fallback  # noqa: E402
 from edge_resnet.quant.plan import classifier_layers  # noqa: E402
+from edge_resnet.quant.qat import train_qat  # noqa: E402
 from edge_resnet.quant.select import pick, score_calibrations  # noqa: E402
 from edge_resnet.quant.stress import stress  # noqa: E402
 from edge_resnet.training import load_checkpoint  # noqa: E402
@@ -98,7 +102,7 @@ def modelopt(python: str, fp32: Path, calib: Path, method: str, out: Path) -> tu
 
 
 def bench_model(name: str, model: torch.nn.Module, ckpt: Any, data_name: str, tmp: Path,
-                modelopt_python: str | None) -> dict[str, Any]:
+                modelopt_python: str | None, qat_epochs: int = 2, fallback_max: int = FALLBACK_MAX) -> dict[str, Any]:
     seed = int(ckpt.extra.get("seed", 0))
     data = load_dataset(data_name, seed=seed)
     folded = fold_batchnorm(model.eval())
@@ -149,12 +153,29 @@ def bench_model(name: str, model: torch.nn.Module, ckpt: Any, data_name: str, tm
         build_onnx(eq_graph, input_size=size, precision="int8", plan=plan), sorted(base))
     use_eq = max(eq_scores.values()) > max(scores.values())
     g, m, c = (eq_graph, eq.model, eq_calib) if use_eq else (graph, folded, calib)
-    fb = fallback(m, g, c.amax, hold.batches, hold.labels, tolerance=TOLERANCE, max_layers=FALLBACK_MAX,
+    fb = fallback(m, g, c.amax, hold.batches, hold.labels, tolerance=TOLERANCE, max_layers=fallback_max,
                   base=base, channel_mean=c.channel_mean or None)
     layers = sorted(base | set(fb.float_layers))
     plan = make_plan(g, c.amax, "tensorrt", c.channel_mean or None, float_layers=layers)
     add("ours", f"{'+equalization ' if use_eq else ''}+fallback ({', '.join(fb.float_layers) or 'none needed'})",
         build_onnx(g, input_size=size, precision="int8", plan=plan), layers, fallback=fb.to_dict())
+    if qat_epochs > 0:
+        train_set = Transformed(data.train, transform)
+
+        def batches(epoch: int):
+            gen = torch.Generator().manual_seed(epoch)
+            for b in DataLoader(train_set, batch_size=BATCH, shuffle=True, generator=gen, drop_last=True):
+                yield b[0]
+
+        start = time.perf_counter()
+        q = train_qat(m, g, c.amax, batches, hold.batches, epochs=qat_epochs, lr=1e-4, float_layers=base,
+                      channel_mean=c.channel_mean or None)
+        qg = trace(q.model)
+        plan = make_plan(qg, q.amax, "tensorrt", None, float_layers=sorted(base))
+        add("ours", f"{'+equalization ' if use_eq else ''}+QAT ({qat_epochs} epochs, kept {q.best_epoch})",
+            build_onnx(qg, input_size=size, precision="int8", plan=plan), sorted(base),
+            qat={"epochs": qat_epochs, "best_epoch": q.best_epoch, "val_sqnr_before": q.sqnr_before,
+                 "val_sqnr_after": q.sqnr_after, "seconds": time.perf_counter() - start, "history": q.history})
 
     out = tmp / f"{name}.ort.onnx"
     ort_quantize(fp32, out, ArrayReader(calib_array, INPUT), "MinMax", "int8 sym")
@@ -182,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stress-scale", type=float, default=16.0)
     p.add_argument("--modelopt-python", default=None, help="python of a venv with nvidia-modelopt[onnx]")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs for the +QAT row (0: no QAT row)")
+    p.add_argument("--fallback-max", type=int, default=FALLBACK_MAX, help="the fallback's cap (0: off)")
     p.add_argument("--output", default=str(RESULTS / "int8_accuracy.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -199,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  stress(ckpt.build_model(), scale=args.stress_scale, channels=2)[0]))
             for vname, model in variants:
                 print(f"\n{vname} ({path})", flush=True)
-                r = bench_model(vname, model, ckpt, data_name, tmp, args.modelopt_python)
+                r = bench_model(vname, model, ckpt, data_name, tmp, args.modelopt_python, args.qat_epochs,
+                                args.fallback_max)
                 results.append(r)
                 print_table(f"{vname}: FP32 top-1 {r['fp32_top1']:.2f}% on {r['test_images']} test images "
                             f"(calibrator {r['calibration']['method']}, chosen on {r['calibration']['chosen_on']})",

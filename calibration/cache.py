@@ -58,6 +58,11 @@ class Calibration:
     # the method asked for: "auto" picks ``method`` by the scores in ``selection`` (SQNR in dB)
     requested: str = ""
     selection: dict[str, float] = field(default_factory=dict)
+    # cross-layer equalization of the model the ranges belong to: "requested" (auto, on, off),
+    # "applied" (bool), and what auto measured; empty: calibrated without (files before it existed)
+    equalization: dict[str, Any] = field(default_factory=dict)
+    # set when the ranges were learned by quantization-aware training, not calibrated (what it started from)
+    qat: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -80,6 +85,7 @@ class Calibration:
                 channel_mean={str(k): [float(x) for x in v] for k, v in d.get("channel_mean", {}).items()},
                 requested=str(d.get("requested", "")) or str(d["method"]),
                 selection={str(k): db_from_json(v) for k, v in d.get("selection", {}).items()},
+                equalization=dict(d.get("equalization") or {}), qat=dict(d.get("qat") or {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             what = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split()) or type(e).__name__
@@ -92,7 +98,13 @@ class Calibration:
 
     def settings(self) -> dict[str, Any]:
         """What must match for the ranges to be reusable, besides the fingerprints."""
-        return {"method": self.requested or self.method, "percentile": self.percentile, "bins": self.bins}
+        return {"method": self.requested or self.method, "percentile": self.percentile, "bins": self.bins,
+                "equalize": str(self.equalization.get("requested", "off"))}
+
+    @property
+    def equalized(self) -> bool:
+        """Whether the ranges belong to the cross-layer-equalized model (edge_resnet.quant.equalize)."""
+        return bool(self.equalization.get("applied"))
 
 
 def save_calibration(path: str | Path, calib: Calibration) -> None:

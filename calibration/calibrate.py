@@ -78,11 +78,12 @@ def graph_fingerprint(graph: Graph) -> str:
 
 
 def check_reusable(calib: Calibration, *, model: str, data: str | None, method: str, percentile: float,
-                   bins: int, tensors: Collection[str] = ()) -> str | None:
+                   bins: int, tensors: Collection[str] = (), equalize: str = "off") -> str | None:
     """Why ``calib`` cannot be reused for this model/data/settings, or None if it can.
 
     ``data`` None skips the data check (a pinned calibration used without calibration data);
-    ``tensors`` are the names the ranges must cover (the graph's).
+    ``tensors`` are the names the ranges must cover (the graph's); ``equalize`` the --equalize
+    setting asked for (a calibration made without the option counts as "off").
     """
     if calib.fingerprint.get("model") != model:
         return "it was computed for other model weights"
@@ -91,7 +92,8 @@ def check_reusable(calib: Calibration, *, model: str, data: str | None, method: 
         return f"it has no range for {len(missing)} of the model's {len(set(tensors))} tensors (e.g. {missing[0]})"
     if data is not None and calib.fingerprint.get("data") != data:
         return "it was computed on other calibration data (or another --num-calib / seed / preprocessing)"
-    want = {"method": method, "percentile": percentile if method in ("percentile", "auto") else None, "bins": bins}
+    want = {"method": method, "percentile": percentile if method in ("percentile", "auto") else None, "bins": bins,
+            "equalize": equalize}
     if calib.settings() != want:
         return f"it used {calib.settings()}, this run asks for {want}"
     return None

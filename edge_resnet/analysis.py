@@ -73,6 +73,30 @@ def held_out(data: DatasetSplits, spec: PreprocessSpec, *, batch_size: int = 64,
     return HeldOut(batches, labels_arr, f"{data.name} {split} ({len(labels_arr)} images)")
 
 
+def run_model(ckpt, calib, calib_path: Path, device: torch.device):
+    """The folded model ``calib``'s ranges belong to (equalized when the export chose it) and its graph.
+
+    Raises:
+        EdgeResNetError: the ranges belong to other weights (another checkpoint, or a QAT run's
+            fine-tuned weights, which are not in model.pt).
+    """
+    from edge_resnet.calibration.calibrate import graph_fingerprint
+    from edge_resnet.fold import fold_batchnorm
+    from edge_resnet.models.graph import trace
+    from edge_resnet.quant.equalize import equalize
+
+    folded = fold_batchnorm(ckpt.build_model()).to(device)
+    if calib.equalized:
+        folded = equalize(folded).model
+    graph = trace(folded)
+    if calib.fingerprint.get("model") not in (None, graph_fingerprint(graph)):
+        what = ("its ranges were learned with fine-tuned weights (quantization-aware training)" if calib.qat
+                else "it was computed for other model weights")
+        raise EdgeResNetError(f"{calib_path} does not belong to this model.pt: {what}; analyse the run it was "
+                              "exported from, or re-export with --int8")
+    return folded, graph
+
+
 def sensitivity_run(run: str, *, data: str | None = None, target: str = "tensorrt", images: int | None = None,
                     batch_size: int = 64, device: str = "cpu", on_layer=None):
     """Per-layer sensitivity of an exported run (its model.pt and calib.json) on held-out images.
@@ -88,8 +112,6 @@ def sensitivity_run(run: str, *, data: str | None = None, target: str = "tensorr
     from edge_resnet import atomic
     from edge_resnet.data import load_dataset
     from edge_resnet.data.datasets import BUNDLED
-    from edge_resnet.fold import fold_batchnorm
-    from edge_resnet.models.graph import trace
     from edge_resnet.contract.files import FILES
     from edge_resnet.quant import TARGETS
     from edge_resnet.quant.sensitivity import plot, sensitivity
@@ -116,8 +138,7 @@ def sensitivity_run(run: str, *, data: str | None = None, target: str = "tensorr
     splits = load_dataset(data, seed=int(ckpt.extra.get("seed", 0)))
     check_classes(ckpt, splits, run_dir)
     dev = resolve_device(device)
-    folded = fold_batchnorm(ckpt.build_model()).to(dev)
-    graph = trace(folded)
+    folded, graph = run_model(ckpt, calib, run_dir / FILES["calib"], dev)
     hold = held_out(splits, ckpt.preprocessing, batch_size=batch_size, limit=images)
     try:
         report = sensitivity(folded, graph, calib.amax, hold.batches, hold.labels, target=target,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -39,8 +40,9 @@ from edge_resnet.data import Transformed, collate_skip_none, dataset_name, eval_
 from edge_resnet.fp32 import torch_threads
 from edge_resnet.errors import CheckpointError, ConfigError, DataError, EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
-from edge_resnet.models.graph import trace
+from edge_resnet.models.graph import Graph, trace
 from edge_resnet.quant import QuantSim, make_plan
+from edge_resnet.quant.equalize import EQUALIZE_CHOICES, equalize
 from edge_resnet.quant.fallback import FallbackResult, fallback
 from edge_resnet.quant.plan import check_float_layers, classifier_layers
 from edge_resnet.quant.select import pick, score_calibrations
@@ -98,6 +100,8 @@ class ExportOptions:
     # CPU threads for PyTorch and ONNX Runtime; None: their defaults. On a busy machine one thread
     # can be many times faster than OpenMP threads spinning against other work
     threads: int | None = None
+    # cross-layer equalization before calibration: auto keeps it when it scores better on the validation split
+    equalize: str = "auto"
 
     def validate(self) -> None:
         if self.calib_method not in ("auto", *METHODS):
@@ -118,6 +122,8 @@ class ExportOptions:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
         if self.fallback_max < 0:
             raise ConfigError(f"--fallback-max is a number of layers, >= 0 (0 turns the fallback off), got {self.fallback_max}")
+        if self.equalize not in EQUALIZE_CHOICES:
+            raise ConfigError(f"--equalize must be one of {', '.join(EQUALIZE_CHOICES)}, got {self.equalize!r}")
         if not self.int8 and (self.float_layers or self.quantize_classifier):
             raise ConfigError("--float-layers and --quantize-classifier only apply to INT8; add --int8")
 
@@ -233,7 +239,13 @@ def _open_calibration_source(ckpt: Checkpoint, opts: ExportOptions) -> Calibrati
 # ---------------------------------------------------------------- the job
 
 
-def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_monitor: Any = None) -> ExportResult:
+# a step between calibration and the files: (folded model, its graph, calibration, held-out images) ->
+# the model and ranges the INT8 files are written from (quantization-aware training, edge_resnet.qat)
+Refine = Callable[[torch.nn.Module, Graph, Calibration, HeldOut], tuple[torch.nn.Module, Graph, Calibration]]
+
+
+def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_monitor: Any = None,
+               qat: Refine | None = None) -> ExportResult:
     """Run the whole export; see the module docstring.
 
     Raises:
@@ -241,10 +253,10 @@ def export_run(opts: ExportOptions, *, progress: Progress | None = None, train_m
     """
     opts.validate()
     with torch_threads(opts.threads):
-        return _export(opts, progress or _no_progress, train_monitor)
+        return _export(opts, progress or _no_progress, train_monitor, qat)
 
 
-def _export(opts: ExportOptions, progress: Progress, train_monitor: Any) -> ExportResult:
+def _export(opts: ExportOptions, progress: Progress, train_monitor: Any, qat: Refine | None = None) -> ExportResult:
     device = resolve_device(opts.device)
     if opts.output is not None and Path(opts.output).exists() and not Path(opts.output).is_dir():
         raise ConfigError(f"--output {opts.output} is a file; it must be a (new or existing) directory")
@@ -268,13 +280,13 @@ def _export(opts: ExportOptions, progress: Progress, train_monitor: Any) -> Expo
     model = ckpt.build_model()
     folded = fold_batchnorm(model).to(device)  # calibration and the simulation run where asked
     graph = trace(folded)
-    fingerprint = graph_fingerprint(graph)
     try:
         check_float_layers(graph, opts.float_layers)
     except ValueError as e:
         raise ConfigError(f"--float-layers: {e}") from None
+    candidates = _candidates(opts, folded, graph, pinned) if opts.int8 else []
     if pinned is not None:
-        why = check_reusable(pinned, model=fingerprint, data=None, tensors=[n.name for n in graph],
+        why = check_reusable(pinned, model=candidates[0].fingerprint, data=None, tensors=[n.name for n in graph],
                              **pinned.settings())
         if why:
             raise EdgeResNetError(f"--calib {opts.calib} does not fit this model: {why}; "
@@ -283,11 +295,16 @@ def _export(opts: ExportOptions, progress: Progress, train_monitor: Any) -> Expo
     calib, calib_origin = None, None
     float_layers: dict[str, str] = {}
     fallback_result = None
+    # the model the INT8 files quantize: the folded one, or its equalized twin (same FP32 function)
+    qfolded, qgraph = folded, graph
     if opts.int8:
         hold = held_out(data, ckpt.preprocessing, batch_size=opts.batch_size)
-        calib, calib_origin = _calibration(opts, fingerprint, folded, graph, calib_source, pinned, run_dir,
-                                           progress, device, hold)
-        float_layers, fallback_result = _float_layers(opts, folded, graph, calib, hold, device)
+        calib, calib_origin, chosen = _calibration(opts, candidates, calib_source, pinned, run_dir, progress,
+                                                   device, hold)
+        qfolded, qgraph = chosen.folded, chosen.graph
+        if qat is not None:  # quantization-aware training from this calibration (edge_resnet.qat)
+            qfolded, qgraph, calib = qat(qfolded, qgraph, calib, hold)
+        float_layers, fallback_result = _float_layers(opts, qfolded, qgraph, calib, hold, device)
 
     # ---- from here on files are written
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -316,12 +333,12 @@ def _export(opts: ExportOptions, progress: Progress, train_monitor: Any) -> Expo
         files["calib"] = run_dir / FILES["calib"]
         if calib_origin != "run directory":  # a fresh or pinned calibration belongs in this run
             save_calibration(files["calib"], calib)
-        cache_info = _write_implicit(graph, calib, size, run_dir, files)
+        cache_info = _write_implicit(qgraph, calib, size, run_dir, files)
         for target in opts.targets:
-            plans[target] = make_plan(graph, calib.amax, target, channel_mean=calib.channel_mean or None,
+            plans[target] = make_plan(qgraph, calib.amax, target, channel_mean=calib.channel_mean or None,
                                       float_layers=frozenset(float_layers))
             files[target] = run_dir / FILES[target]
-            onnx_model = build_onnx(graph, input_size=size, precision="int8", plan=plans[target])
+            onnx_model = build_onnx(qgraph, input_size=size, precision="int8", plan=plans[target])
             if target == "tensorrt":
                 found = lint_model(onnx_model, sorted(float_layers))
                 lint[target] = [str(v) for v in lint_errors(found)]
@@ -335,7 +352,7 @@ def _export(opts: ExportOptions, progress: Progress, train_monitor: Any) -> Expo
     backends = [torch_backend(torch_row.accuracy_key, torch_row.label, model, device=device,
                               file=str(files["checkpoint"]), size_bytes=files["checkpoint"].stat().st_size)]
     if "tensorrt" in plans:
-        backends.append(torch_backend("sim_int8", "simulated INT8 (PyTorch)", QuantSim(folded, plans["tensorrt"]),
+        backends.append(torch_backend("sim_int8", "simulated INT8 (PyTorch)", QuantSim(qfolded, plans["tensorrt"]),
                                       device=device))
     for row in BENCH_ROWS.values():  # the ONNX models, named as the benchmark names them
         if row.role in files and row.role != "checkpoint":
@@ -355,9 +372,12 @@ def _export(opts: ExportOptions, progress: Progress, train_monitor: Any) -> Expo
     files["report_json"] = run_dir / FILES["report_json"]
     files["report_md"] = run_dir / FILES["report_md"]
     mixed = _mixed_precision(float_layers, fallback_result) if calib is not None else None
-    report_dict = report.to_dict() | ({"mixed_precision": mixed} if mixed else {})
+    report_dict = report.to_dict() | ({"mixed_precision": mixed} if mixed else {}) | (
+        {"equalization": calib.equalization} if calib is not None else {}) | (
+        {"qat": calib.qat} if calib is not None and calib.qat else {})
     atomic.write_json(files["report_json"], report_dict)
-    atomic.write_text(files["report_md"], report.to_markdown() + (_mixed_markdown(mixed) if mixed else ""))
+    atomic.write_text(files["report_md"], report.to_markdown() + (_mixed_markdown(mixed) if mixed else "")
+                      + (_int8_markdown(calib) if calib is not None else ""))
 
     files["manifest"] = run_dir / FILES["manifest"]
     atomic.write_json(files["manifest"], _manifest(ckpt, files, report_dict, calib, lint, opts, cache_info, mixed,
@@ -405,12 +425,46 @@ def _remove_stale(run_dir: Path, opts: ExportOptions) -> None:
             (run_dir / FILES[key]).unlink(missing_ok=True)
 
 
-def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: CalibrationData | None,
-                 pinned: Calibration | None, run_dir: Path, progress: Progress,
-                 device: torch.device, hold: HeldOut) -> tuple[Calibration, str]:
-    """The pinned calibration, the run directory's if it still fits, or a fresh one; and which."""
+@dataclass(frozen=True)
+class _Candidate:
+    """A model the INT8 files may quantize: the folded model, or its cross-layer-equalized twin."""
+
+    equalized: bool
+    folded: torch.nn.Module
+    graph: Graph
+    fingerprint: str
+    info: dict[str, Any]  # for the record: equalized pairs, largest scale
+
+
+def _candidates(opts: ExportOptions, folded, graph: Graph, pinned: Calibration | None) -> list[_Candidate]:
+    """The models --equalize asks to calibrate (a pinned calibration fixes the choice it was made with)."""
+    choice = opts.equalize
     if pinned is not None:
-        return pinned, "pinned"
+        if choice != "auto" and (choice == "on") != pinned.equalized:
+            raise ConfigError(f"--calib {opts.calib} was calibrated {'with' if pinned.equalized else 'without'} "
+                              f"equalization, but --equalize {choice} asks otherwise; leave out --equalize to follow "
+                              "the file, or --calib to recalibrate")
+        choice = "on" if pinned.equalized else "off"
+    plain = _Candidate(False, folded, graph, graph_fingerprint(graph), {})
+    if choice == "off":
+        return [plain]
+    eq = equalize(folded)
+    if not eq.pairs:
+        if choice == "on":
+            log.warning("--equalize on: this model has no conv -> ReLU -> conv pair to equalize; calibrating it as is")
+        return [plain]
+    eq_graph = trace(eq.model)
+    cand = _Candidate(True, eq.model, eq_graph, graph_fingerprint(eq_graph),
+                      {"pairs": len(eq.pairs), "max_scale": round(eq.max_scale, 4)})
+    return [cand] if choice == "on" else [plain, cand]
+
+
+def _calibration(opts: ExportOptions, candidates: list[_Candidate], source: CalibrationData | None,
+                 pinned: Calibration | None, run_dir: Path, progress: Progress, device: torch.device,
+                 hold: HeldOut) -> tuple[Calibration, str, _Candidate]:
+    """The pinned calibration, the run directory's if it still fits, or a fresh one; how; and its model."""
+    if pinned is not None:
+        return pinned, "pinned", candidates[0]
     existing = run_dir / FILES["calib"]
     if existing.exists():
         try:
@@ -418,33 +472,73 @@ def _calibration(opts: ExportOptions, fingerprint: str, folded, graph, source: C
         except CalibrationCacheError as e:  # our own derived file: say so and compute it again
             log.warning("%s; recalibrating (it will be replaced)", e)
         else:
-            why = check_reusable(previous, model=fingerprint, data=source.fingerprint, method=opts.calib_method,
-                                 percentile=opts.percentile, bins=previous.bins, tensors=[n.name for n in graph])
-            if why is None:
-                log.info("reusing %s (same weights, data and settings)", existing)
-                return previous, "run directory"
+            whys = [check_reusable(previous, model=c.fingerprint, data=source.fingerprint, method=opts.calib_method,
+                                   percentile=opts.percentile, bins=previous.bins, tensors=[n.name for n in c.graph],
+                                   equalize=opts.equalize) for c in candidates]
+            for cand, why in zip(candidates, whys):
+                if why is None and previous.equalized == cand.equalized:
+                    log.info("reusing %s (same weights, data and settings)", existing)
+                    return previous, "run directory", cand
+            why = next((w for c, w in zip(candidates, whys) if c.fingerprint == previous.fingerprint.get("model")),
+                       whys[0])
             log.warning("recalibrating: the existing %s does not fit (%s)", existing.name, why)
+    start = time.perf_counter()
+    calibs = [_calibrate(opts, c, source, progress, device, hold) for c in candidates]
+    if len(candidates) == 1:
+        calib, chosen = calibs[0], candidates[0]
+        calib.equalization = {"requested": opts.equalize, "applied": chosen.equalized, **chosen.info}
+    else:
+        # auto: the equalized model only when its INT8 simulation is closer to FP32 on the held-out images
+        scores = [_held_out_db(opts, c, calib, hold, device) for c, calib in zip(candidates, calibs)]
+        best = max(range(len(candidates)), key=lambda i: scores[i])
+        calib, chosen = calibs[best], candidates[best]
+        calib.seconds = time.perf_counter() - start
+        calib.equalization = {"requested": "auto", "applied": chosen.equalized, **candidates[-1].info,
+                              "selection": {("on" if c.equalized else "off"): _db(v) for c, v in zip(candidates, scores)},
+                              "judged_on": hold.name}
+        log.info("auto equalization: %s", ", ".join(f"{'on' if c.equalized else 'off'} {v:.2f} dB"
+                                                  for c, v in zip(candidates, scores)))
+    if calib.images < SMALL_CALIBRATION:
+        log.warning("calibrating on only %d images%s: ranges measured on fewer than %d images miss the activations "
+                    "other images produce, so INT8 accuracy may drop; pass --calib-data with a few hundred images "
+                    "like the deployment's (TensorRT suggests about 500)", calib.images,
+                    f" ({calib.skipped} more could not be read)" if calib.skipped else "", SMALL_CALIBRATION)
+    return calib, "fresh", chosen
+
+
+def _calibrate(opts: ExportOptions, cand: _Candidate, source: CalibrationData, progress: Progress,
+               device: torch.device, hold: HeldOut) -> Calibration:
+    """A fresh calibration of one candidate model (``auto``: the calibrator chosen on the held-out images)."""
     methods = METHODS if opts.calib_method == "auto" else (opts.calib_method,)
     start = time.perf_counter()
-    with progress("calibrate", len(source)) as step:
-        calibs = calibrate_methods(graph, source, methods, percentile=opts.percentile,
+    with progress("calibrate" + (" (equalized)" if cand.equalized else ""), len(source)) as step:
+        calibs = calibrate_methods(cand.graph, source, methods, percentile=opts.percentile,
                                    batch_size=opts.batch_size, device=device, on_batch=step)
     calib = calibs[0]
     if opts.calib_method == "auto":
         with progress("choose calibrator", len(hold)) as step:
             # choose for the model that is written (the TensorRT one when both are), on held-out
             # images: on the calibration images the calibrators would be judged on what they fitted
-            scores = score_calibrations(folded, graph, calibs, hold.batches, target=opts.targets[0],
+            scores = score_calibrations(cand.folded, cand.graph, calibs, hold.batches, target=opts.targets[0],
                                         device=device, on_batch=step)
         calib = pick(calibs, scores)
         calib.seconds = time.perf_counter() - start
-        log.info("auto calibration: %s", ", ".join(f"{m} {s:.1f} dB" for m, s in scores.items()))
-    if calib.images < SMALL_CALIBRATION:
-        log.warning("calibrating on only %d images%s: ranges measured on fewer than %d images miss the activations "
-                    "other images produce, so INT8 accuracy may drop; pass --calib-data with a few hundred images "
-                    "like the deployment's (TensorRT suggests about 500)", calib.images,
-                    f" ({calib.skipped} more could not be read)" if calib.skipped else "", SMALL_CALIBRATION)
-    return calib, "fresh"
+        log.info("auto calibration%s: %s", " (equalized)" if cand.equalized else "",
+                 ", ".join(f"{m} {s:.1f} dB" for m, s in scores.items()))
+    return calib
+
+
+def _held_out_db(opts: ExportOptions, cand: _Candidate, calib: Calibration, hold: HeldOut,
+                 device: torch.device) -> float:
+    """Logit SQNR of ``calib``'s INT8 simulation on the held-out images (``auto`` already measured it)."""
+    if calib.method in calib.selection:
+        return calib.selection[calib.method]
+    return score_calibrations(cand.folded, cand.graph, [calib], hold.batches, target=opts.targets[0],
+                              device=device)[calib.method]
+
+
+def _db(v: float) -> float | None:
+    return None if math.isinf(v) else round(v, 3)
 
 
 def _float_layers(opts: ExportOptions, folded, graph, calib: Calibration, hold: HeldOut,
@@ -467,6 +561,28 @@ def _float_layers(opts: ExportOptions, folded, graph, calib: Calibration, hold: 
 
 def _mixed_precision(float_layers: dict[str, str], result: FallbackResult | None) -> dict[str, Any]:
     return {"float_layers": dict(float_layers), "fallback": None if result is None else result.to_dict()}
+
+
+def _int8_markdown(calib: Calibration) -> str:
+    """The report's lines on equalization and QAT: what was chosen, and on what."""
+    eq = calib.equalization
+    lines = ["", "## Cross-layer equalization", ""]
+    if not eq:
+        lines.append("Not tried (a calibration made before the option existed).")
+    else:
+        sel = eq.get("selection")
+        how = (f" (auto, on {eq.get('judged_on')}: " + ", ".join(
+            f"{k} {'identical' if v is None else format(v, '.2f') + ' dB'}" for k, v in sel.items()) + ")") if sel \
+            else f" (--equalize {eq.get('requested')})"
+        lines.append(("Applied" if eq.get("applied") else "Not applied") + how + "."
+                     + (f" {eq['pairs']} conv pairs, largest channel scale {eq['max_scale']}." if eq.get("applied") else ""))
+    if calib.qat:
+        q = calib.qat
+        lines += ["", "## Quantization-aware training", "",
+                  f"{q['epochs']} epoch(s) at lr {q['lr']:g} from the {q['started_from']['method']} calibration "
+                  f"({'learned' if q['learn_scales'] else 'fixed'} activation scales); logit SQNR on "
+                  f"{q['judged_on']}: {q['sqnr_db_before']} dB before, {q['sqnr_db_after']} dB after."]
+    return "\n".join(lines) + "\n"
 
 
 def _mixed_markdown(mixed: dict[str, Any]) -> str:

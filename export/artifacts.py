@@ -126,7 +126,8 @@ def manifest_dict(*, model: dict[str, Any], size: int, num_classes: int, preproc
                        "percentile": calib.percentile, "images": calib.images, "skipped": calib.skipped,
                        "data": calib.data, "bias_correction": bool(calib.channel_mean)}
         int8 = int8_section(calibration, (*targets, "implicit"), (mixed or {}).get("float_layers", {}),
-                            cache_info, None if mixed is None else mixed["fallback"])
+                            cache_info, None if mixed is None else mixed["fallback"],
+                            equalization=calib.equalization, qat=calib.qat)
     return build_manifest(model=model, input_name=INPUT, input_size=size, output_name=OUTPUT, num_classes=num_classes,
                           preprocessing=preprocessing, labels=labels, files=file_entries(files, extra), int8=int8,
                           opset=OPSET, versions=versions, accuracy=report)

@@ -17,7 +17,7 @@ LAYERS = [
     {"edge_resnet", "errors", "atomic", "runs", "_lazy", "contract", "imaging", "environment", "fp32"},
     {"models"}, {"data"}, {"training"}, {"fold"}, {"calibration"}, {"quant"}, {"export"}, {"verify"},
     {"runtime"}, {"bench"},
-    {"experiments", "pipeline", "deploy", "analysis", "ptq"},
+    {"experiments", "pipeline", "deploy", "analysis", "ptq", "qat"},
     {"cli"},
 ]
 # (importer, imported): deliberate, each with its reason
@@ -27,7 +27,7 @@ EXCEPTIONS = {
 }
 TORCH_SIDE = ("edge_resnet.models", "edge_resnet.data", "edge_resnet.training", "edge_resnet.fold",
               "edge_resnet.calibration", "edge_resnet.quant", "edge_resnet.verify", "edge_resnet.fp32",
-              "edge_resnet.pipeline", "edge_resnet.experiments", "edge_resnet.analysis")
+              "edge_resnet.pipeline", "edge_resnet.experiments", "edge_resnet.analysis", "edge_resnet.qat")
 
 
 def _layer(module: str) -> int:

@@ -23,7 +23,8 @@ from edge_resnet.cli.workstation import COMMANDS as WORKSTATION_COMMANDS
 from edge_resnet.errors import EdgeResNetError
 
 # the order `edge-resnet --help` lists them in
-_ORDER = ("models", "train", "experiment", "eval", "export", "quantize", "sensitivity", "lint", "bench", "camera", "bundle", "build-engine",
+_ORDER = ("models", "train", "experiment", "eval", "export", "qat", "quantize", "sensitivity", "lint", "bench", "camera",
+          "bundle", "build-engine",
           "verify", "trtexec-cmd")
 COMMANDS: Dict[str, Command] = {name: {**DEVICE_COMMANDS, **WORKSTATION_COMMANDS}[name] for name in _ORDER}
 

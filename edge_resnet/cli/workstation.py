@@ -100,7 +100,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from edge_resnet.pipeline import ExportOptions, export_run
-    from edge_resnet.verify import Report
 
     opts = ExportOptions(
         model=args.model, data=args.data, int8=args.int8, fp16=args.fp16, calib_data=args.calib_data,
@@ -108,14 +107,29 @@ def cmd_export(args: argparse.Namespace) -> int:
         calib_seed=args.calib_seed, every=args.every, calib=args.calib, target=args.target,
         tolerance=args.tolerance, output=args.output, batch_size=args.batch_size, device=args.device,
         force=args.force, quantize_classifier=args.quantize_classifier, fallback_max=args.fallback_max,
-        float_layers=tuple(x for x in (args.float_layers or "").split(",") if x), threads=args.threads)
+        float_layers=tuple(x for x in (args.float_layers or "").split(",") if x), threads=args.threads,
+        equalize=args.equalize)
     result = export_run(opts, progress=progress_bar, train_monitor=ProgressMonitor())
+    return _print_export(result, args.tolerance)
+
+
+def _print_export(result: Any, tolerance: float) -> int:
+    """The export's (and QAT's) summary; the exit status of the accuracy gate."""
+    from edge_resnet.verify import Report
+
     report = result.report
     calib = result.calibration
-    if calib is not None:
+    if calib is not None and not calib.qat:
         how = "reused" if result.calibration_reused else f"computed in {calib.seconds:.1f}s"
         chosen = f" (auto chose {calib.method})" if calib.requested == "auto" else ""
         print(f"calibration: {calib.method}{chosen} on {calib.images} images of {calib.data} ({how})")
+        eq = calib.equalization
+        if eq:
+            sel = eq.get("selection")
+            print("cross-layer equalization: " + ("applied" if eq.get("applied") else "not applied")
+                  + (" (auto: " + ", ".join(f"{k} {'identical' if v is None else format(v, '.2f') + ' dB'}"
+                                           for k, v in sel.items()) + f" on {eq.get('judged_on')})" if sel
+                     else f" (--equalize {eq.get('requested')})"))
     print(f"verification on {report.dataset} {report.split} ({report.images} images):")
     print(table(report.table(), Report.HEADER))
     if report.sim_agreement is not None:
@@ -123,7 +137,7 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"logits {report.sim_sqnr_db:.1f} dB apart")
     if result.float_layers:
         print("kept in float: " + ", ".join(f"{k} ({v})" for k, v in result.float_layers.items()))
-    if result.fallback is not None and result.fallback.steps[0].top1_drop > args.tolerance:
+    if result.fallback is not None and result.fallback.steps[0].top1_drop > tolerance:
         print(f"mixed-precision fallback on {result.fallback.data}: {result.fallback.reason}")
     if "tensorrt" in result.lint:
         violations = result.lint["tensorrt"]
@@ -139,6 +153,26 @@ def cmd_export(args: argparse.Namespace) -> int:
         return EXIT_TOLERANCE
     print(f"accuracy within tolerance ({report.tolerance:g} top-1 points)")
     return 0
+
+
+def cmd_qat(args: argparse.Namespace) -> int:
+    from edge_resnet.qat import QATOptions, qat_run
+
+    opts = QATOptions(run=args.run, output=args.output, data=args.data, epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, learn_scales=args.learn_scales, scale_lr=args.scale_lr,
+                      tolerance=args.tolerance,
+                      device=args.device, threads=args.threads, force=args.force)
+
+    def on_epoch(r: dict) -> None:
+        print(f"epoch {int(r['epoch'])}/{args.epochs}  loss {r['train_loss']:.4g}  held-out logit SQNR "
+              f"{r['held_out_sqnr_db']:.2f} dB", flush=True)
+
+    result = qat_run(opts, progress=progress_bar, on_epoch=on_epoch)
+    q = result.calibration.qat
+    print(f"QAT from {q['started_from']['run']} ({q['started_from']['method']} calibration) on {q['judged_on']}: "
+          f"logit SQNR {q['sqnr_db_before']:.2f} dB before, {q['sqnr_db_after']:.2f} dB after "
+          f"(kept epoch {q['best_epoch']})")
+    return _print_export(result, result.report.tolerance)
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
@@ -282,6 +316,32 @@ def _export_options(p: argparse.ArgumentParser) -> None:
                         "sensitive layers in float, one at a time (0: off; default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for PyTorch and ONNX Runtime (default: theirs; 1 is often fastest on a busy CPU)")
+    p.add_argument("--equalize", default="auto", choices=["auto", "on", "off"],
+                   help="cross-layer equalization of the folded model before calibration (exact in FP32); auto "
+                        "calibrates with and without and keeps the one closer to FP32 on the validation split "
+                        "(default: %(default)s)")
+
+
+def _qat_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory of an INT8 export (edge-resnet export --int8): model.pt, calib.json, manifest")
+    p.add_argument("--output", default=None, help="the QAT run directory (default: <run>-qat beside the run; never "
+                                                  "the run itself)")
+    p.add_argument("--data", default=None, help="dataset whose train split fine-tunes and test split verifies "
+                                                "(default: the bundled one the model was trained on)")
+    p.add_argument("--epochs", type=int, default=3, help="default: %(default)s")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of the weights and biases "
+                                                          "(default: %(default)s)")
+    p.add_argument("--scale-lr", type=float, default=0.03,
+                   help="Adam learning rate of the log activation ranges: about the largest relative change "
+                        "of a range per step (default: %(default)s; 0.1 to repair a badly clipped calibration)")
+    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--learn-scales", action=BooleanOptionalAction, default=True,
+                   help="train the activation ranges too (LSQ); --no-learn-scales keeps the calibrated ones "
+                        "(default: on)")
+    p.add_argument("--tolerance", type=float, default=None, help="allowed top-1 drop in points (default: the export's)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: %(default)s")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and ONNX Runtime")
+    p.add_argument("--force", action="store_true", help="write into an --output that holds another model's run")
 
 
 def _sensitivity_options(p: argparse.ArgumentParser) -> None:
@@ -330,6 +390,14 @@ COMMANDS = {
         "form on the held-out test split and writes report.json/report.md and manifest.json. "
         "Exit status 3 when an accuracy check fails (the report is still written).",
         _export_options, cmd_export),
+    "qat": Command(
+        "quantization-aware training of an INT8 export, written as a new verified run",
+        "Fine-tunes the folded model under the INT8 simulation (straight-through estimator, learned "
+        "activation ranges) starting from the run's calibration, toward the FP32 logits, then writes "
+        "the same files as `export --int8` (both INT8 targets, calib.cache, calib.json, report, "
+        "manifest) into <run>-qat, verified and gated the same way. Exit status 3 when the accuracy "
+        "check fails.",
+        _qat_options, cmd_qat),
     "sensitivity": Command(
         "per-layer INT8 sensitivity of an exported run (table, JSON, PNG)",
         "For every quantizable layer: logit SQNR and top-1 change against FP32 with only that layer in "

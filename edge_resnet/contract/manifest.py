@@ -58,8 +58,11 @@ def file_entries(paths: Mapping[str, Path], extra: Optional[Mapping[str, Mapping
 
 
 def int8_section(calibration: Mapping[str, Any], targets: Sequence[str], float_layers: Mapping[str, str],
-                 calib_cache: Optional[Mapping[str, Any]], fallback: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """The manifest's ``int8``: the calibration, each INT8 file's definition and float layers, the engines."""
+                 calib_cache: Optional[Mapping[str, Any]], fallback: Optional[Mapping[str, Any]],
+                 equalization: Optional[Mapping[str, Any]] = None, qat: Optional[Mapping[str, Any]] = None
+                 ) -> Dict[str, Any]:
+    """The manifest's ``int8``: the calibration, each INT8 file's definition and float layers, the engines,
+    and the choices made on the way (the fallback, cross-layer equalization, quantization-aware training)."""
     def floats(target: str) -> Dict[str, Any]:
         if target not in FLOAT_PRECISION:
             return {}
@@ -73,6 +76,9 @@ def int8_section(calibration: Mapping[str, Any], targets: Sequence[str], float_l
         "engines": {mode: {"model": BY_ROLE[target].name, "definition": target} for mode, target in ENGINE_INT8.items()},
         "calib_cache": None if calib_cache is None else dict(calib_cache),
         "fallback": None if fallback is None else dict(fallback),
+        # the INT8 files quantize the equalized model when "applied" (the FP32 files never do: same function)
+        "equalization": dict(equalization) if equalization else None,
+        "qat": dict(qat) if qat else None,
     }
 
 

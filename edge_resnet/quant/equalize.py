@@ -8,8 +8,11 @@ the second conv's input channel i, gives both the same range: a channel that one
 outlier channel, or the stress transform) is brought back in line, so the per-tensor activation
 range between them shrinks. Exact in FP32 up to rounding; applied before calibration.
 
-Bias absorption (the paper's companion step) is not applied: it is exact only where the
-pre-activation never falls below the absorbed amount, which a folded model cannot promise.
+Bias absorption (the paper's companion step) is not applied: it moves a constant c out of the
+ReLU (ReLU(h) = ReLU(h - c) + c) into the next conv's bias, which is exact only where the
+pre-activation never falls below c, which a folded model cannot promise, and never at the
+borders of a zero-padded 3x3 conv (the padding would have to become c). The INT8 files must
+compute the FP32 function the report compares them with, so only the exact step is applied.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from torch import nn
 
 from edge_resnet.models.graph import trace
 from edge_resnet.quant.stress import scalable_pairs
+
+# --equalize: auto calibrates with and without and keeps the better on held-out images (edge_resnet.pipeline)
+EQUALIZE_CHOICES: tuple[str, ...] = ("auto", "on", "off")
 
 # channels whose weights are (nearly) zero on either side keep scale 1: nothing to balance
 _EPS = 1e-12
