@@ -62,7 +62,7 @@ from edge_resnet.quant.qat import train_qat  # noqa: E402
 from edge_resnet.quant.select import pick, score_calibrations  # noqa: E402
 from edge_resnet.quant.stress import stress  # noqa: E402
 from edge_resnet.training import load_checkpoint  # noqa: E402
-from edge_resnet.verify import sqnr_db  # noqa: E402
+from edge_resnet.accuracy import sqnr_db  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 NUM_CALIB = 512

@@ -11,8 +11,8 @@ from collections.abc import Callable, Collection
 
 import torch
 
-from edge_resnet.calibration.cache import Calibration, CalibrationCacheError, model_fingerprint
-from edge_resnet.calibration.calibrators import METHODS
+from edge_resnet.calibration.files import Calibration, CalibrationFileError, model_fingerprint
+from edge_resnet.calibration.calibrators import CALIBRATORS
 from edge_resnet.calibration.collect import collect
 from edge_resnet.calibration.statistics import ranges
 from edge_resnet.calibration.readers import CalibrationData
@@ -38,7 +38,7 @@ def calibrate(
 def calibrate_methods(
     graph: Graph,
     data: CalibrationData,
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] = CALIBRATORS,
     *,
     percentile: float = 99.99,
     bins: int = 2048,
@@ -48,8 +48,8 @@ def calibrate_methods(
 ) -> list[Calibration]:
     """One pass over the data, one ``Calibration`` per method (the statistics are shared)."""
     for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+        if method not in CALIBRATORS:
+            raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATORS)}")
     start = time.perf_counter()
     stats = collect(graph, data.batches(batch_size), bins=bins, device=device, on_batch=on_batch)
     collected = time.perf_counter()
@@ -99,5 +99,5 @@ def check_reusable(calib: Calibration, *, model: str, data: str | None, method: 
     return None
 
 
-__all__ = ["Calibration", "CalibrationCacheError", "calibrate", "calibrate_methods", "check_reusable",
+__all__ = ["Calibration", "CalibrationFileError", "calibrate", "calibrate_methods", "check_reusable",
            "graph_fingerprint", "ranges"]

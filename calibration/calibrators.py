@@ -21,8 +21,6 @@ from edge_resnet.contract import CALIBRATORS
 # still needs a positive scale
 MIN_AMAX = 1e-6
 
-METHODS = CALIBRATORS
-
 
 def _empty(h: Histogram) -> bool:
     return h.amax == 0.0 or h.total == 0.0
@@ -154,7 +152,7 @@ _DISPATCH: dict[str, Callable[[Histogram, float], float]] = {
 
 
 def compute_amax(h: Histogram, method: str, *, percentile: float = 99.99) -> float:
-    """amax of ``h`` by the named method (one of ``METHODS``); ``percentile`` is read by "percentile" only.
+    """amax of ``h`` by the named method (one of ``CALIBRATORS``); ``percentile`` is read by "percentile" only.
 
     Raises:
         ValueError: an unknown method, or a percentile outside (0, 100].
@@ -163,7 +161,7 @@ def compute_amax(h: Histogram, method: str, *, percentile: float = 99.99) -> flo
     try:
         fn = _DISPATCH[method]
     except KeyError:
-        raise ValueError(f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}") from None
+        raise ValueError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATORS)}") from None
     return fn(h, percentile)
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from edge_resnet.calibration.statistics import Statistics, weighted_inputs
-from edge_resnet.fp32 import exact_fp32
+from edge_resnet.torch_settings import exact_fp32
 from edge_resnet.models.graph import Graph, Node
 
 __all__ = ["Statistics", "collect"]

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from edge_resnet.calibration.cache import load_calibration
+from edge_resnet.calibration.files import load_calibration
 from edge_resnet.data import DatasetSplits, Transformed, collate_skip_none, eval_transform
 from edge_resnet.contract.preprocess import PreprocessSpec
 from edge_resnet.errors import ConfigError, EdgeResNetError

@@ -23,21 +23,21 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from edge_resnet.calibration.cache import (
+from edge_resnet.calibration.files import (
     Calibration,
-    CalibrationCacheError,
+    CalibrationFileError,
     load_calibration,
     save_calibration,
 )
 from edge_resnet.calibration.calibrate import calibrate_methods, check_reusable, graph_fingerprint
-from edge_resnet.calibration.calibrators import METHODS
+from edge_resnet.calibration.calibrators import CALIBRATORS
 from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
 from edge_resnet import atomic
 from edge_resnet.contract import BENCH_ROWS
 from edge_resnet.contract.files import FILES, LAST, checkpoint_reference
 from edge_resnet.data.datasets import BUNDLED
 from edge_resnet.data import Transformed, collate_skip_none, dataset_name, eval_transform, load_dataset
-from edge_resnet.fp32 import torch_threads
+from edge_resnet.torch_settings import torch_threads
 from edge_resnet.errors import CheckpointError, ConfigError, DataError, EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models.graph import Graph, trace
@@ -50,7 +50,7 @@ from edge_resnet.runs import DEVICE_FILES, TRAINING_FILES, describe, folder_file
 from edge_resnet.training.checkpoint import Checkpoint, load_checkpoint
 from edge_resnet.training.evaluate import check_classes
 from edge_resnet.training.loop import resolve_device
-from edge_resnet.verify import compare, onnx_backend, run_backends, torch_backend
+from edge_resnet.accuracy import compare, onnx_form, run_forms, torch_form
 from edge_resnet.analysis import HeldOut, held_out
 from edge_resnet.export.lint import errors as lint_errors
 from edge_resnet.export.lint import lint_model
@@ -79,7 +79,7 @@ class ExportOptions:
     int8: bool = False
     fp16: bool = False
     calib_data: str | None = None  # None: the train split of ``data``
-    calib_method: str = "auto"  # or one of edge_resnet.calibration.calibrators.METHODS
+    calib_method: str = "auto"  # or one of edge_resnet.calibration.calibrators.CALIBRATORS
     percentile: float = 99.99
     num_calib: int = 512
     calib_seed: int = 0
@@ -104,8 +104,8 @@ class ExportOptions:
     equalize: str = "auto"
 
     def validate(self) -> None:
-        if self.calib_method not in ("auto", *METHODS):
-            raise ConfigError(f"--calib-method {self.calib_method!r} is not one of auto, {', '.join(METHODS)}")
+        if self.calib_method not in ("auto", *CALIBRATORS):
+            raise ConfigError(f"--calib-method {self.calib_method!r} is not one of auto, {', '.join(CALIBRATORS)}")
         if not 0 < self.percentile <= 100:
             raise ConfigError(f"--percentile must be in (0, 100], got {self.percentile}")
         if self.num_calib < 1:
@@ -138,8 +138,8 @@ class ExportOptions:
 class ExportResult:
     run_dir: Path
     files: dict[str, Path]
-    report: Any  # edge_resnet.verify.Report
-    calibration: Any | None  # edge_resnet.calibration.cache.Calibration
+    report: Any  # edge_resnet.accuracy.Report
+    calibration: Any | None  # edge_resnet.calibration.files.Calibration
     calibration_reused: bool
     trained: bool
     lint: dict[str, list[str]] = field(default_factory=dict)  # errors by target (empty: clean)
@@ -349,20 +349,20 @@ def _export(opts: ExportOptions, progress: Progress, train_monitor: Any, qat: Re
 
     # ---- verification on the held-out split
     torch_row = BENCH_ROWS["pytorch"]
-    backends = [torch_backend(torch_row.accuracy_key, torch_row.label, model, device=device,
+    backends = [torch_form(torch_row.accuracy_key, torch_row.label, model, device=device,
                               file=str(files["checkpoint"]), size_bytes=files["checkpoint"].stat().st_size)]
     if "tensorrt" in plans:
-        backends.append(torch_backend("sim_int8", "simulated INT8 (PyTorch)", QuantSim(qfolded, plans["tensorrt"]),
+        backends.append(torch_form("sim_int8", "simulated INT8 (PyTorch)", QuantSim(qfolded, plans["tensorrt"]),
                                       device=device))
     for row in BENCH_ROWS.values():  # the ONNX models, named as the benchmark names them
         if row.role in files and row.role != "checkpoint":
             path = files[row.role]
-            backends.append(onnx_backend(row.accuracy_key, row.label, str(path), threads=opts.threads or 0,
+            backends.append(onnx_form(row.accuracy_key, row.label, str(path), threads=opts.threads or 0,
                                          size_bytes=path.stat().st_size))
     loader = DataLoader(Transformed(data.test, eval_transform(ckpt.preprocessing)),
                         batch_size=opts.batch_size, collate_fn=collate_skip_none)
     with progress("verify", len(data.test)) as step:
-        labels = run_backends(backends, loader, on_batch=step)
+        labels = run_forms(backends, loader, on_batch=step)
     report = compare(backends, labels, reference=torch_row.accuracy_key, tolerance=opts.tolerance, dataset=data.name,
                      split="test", sim_pair=("sim_int8", BENCH_ROWS["onnx-int8"].accuracy_key) if "tensorrt" in plans else None)
     if calib is not None:  # an INT8 miss is often the calibration set: name it
@@ -407,8 +407,8 @@ def _check_owner(run_dir: Path, ckpt_path: Path, ckpt: Checkpoint, force: bool) 
 def _pinned_calibration(path: str) -> Calibration:
     try:
         return load_calibration(path)
-    except CalibrationCacheError as e:
-        raise CalibrationCacheError(f"--calib: {e}; pass a calib.json written by `edge-resnet export --int8`, "
+    except CalibrationFileError as e:
+        raise CalibrationFileError(f"--calib: {e}; pass a calib.json written by `edge-resnet export --int8`, "
                                     "or leave out --calib to calibrate") from None
 
 
@@ -469,7 +469,7 @@ def _calibration(opts: ExportOptions, candidates: list[_Candidate], source: Cali
     if existing.exists():
         try:
             previous = load_calibration(existing)
-        except CalibrationCacheError as e:  # our own derived file: say so and compute it again
+        except CalibrationFileError as e:  # our own derived file: say so and compute it again
             log.warning("%s; recalibrating (it will be replaced)", e)
         else:
             whys = [check_reusable(previous, model=c.fingerprint, data=source.fingerprint, method=opts.calib_method,
@@ -509,7 +509,7 @@ def _calibration(opts: ExportOptions, candidates: list[_Candidate], source: Cali
 def _calibrate(opts: ExportOptions, cand: _Candidate, source: CalibrationData, progress: Progress,
                device: torch.device, hold: HeldOut) -> Calibration:
     """A fresh calibration of one candidate model (``auto``: the calibrator chosen on the held-out images)."""
-    methods = METHODS if opts.calib_method == "auto" else (opts.calib_method,)
+    methods = CALIBRATORS if opts.calib_method == "auto" else (opts.calib_method,)
     start = time.perf_counter()
     with progress("calibrate" + (" (equalized)" if cand.equalized else ""), len(source)) as step:
         calibs = calibrate_methods(cand.graph, source, methods, percentile=opts.percentile,

@@ -65,7 +65,7 @@ class QATOptions:
 
 def _read_run(run_dir: Path) -> dict[str, Any]:
     """The PTQ run's manifest, after checking the run has what QAT starts from."""
-    from edge_resnet.calibration.cache import load_calibration
+    from edge_resnet.calibration.files import load_calibration
     from edge_resnet.pipeline import FILES
 
     for key in ("checkpoint", "calib", "manifest"):

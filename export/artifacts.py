@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from edge_resnet.calibration.cache import DEFAULT_CACHE_TENSORRT, Calibration, trt_cache_header, trt_cache_text
+from edge_resnet.calibration.files import DEFAULT_CACHE_TENSORRT, Calibration, trt_cache_header, trt_cache_text
 from edge_resnet.export.onnx_writer import OPSET, build_implicit_onnx, implicit_tensors, save_onnx
 
 from edge_resnet import __version__, atomic

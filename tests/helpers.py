@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edge_resnet.fp32 import torch_threads  # noqa: F401  (the tests' one-thread runs)
+from edge_resnet.torch_settings import torch_threads  # noqa: F401  (the tests' one-thread runs)
 
 # Python source that makes every later `import torch`/`import torchvision` fail: the first lines of
 # a script run in a fresh interpreter (or a sitecustomize.py, to reach its child processes too),

@@ -25,7 +25,7 @@ from onnx import numpy_helper
 from PIL import Image
 
 from edge_resnet import cli
-from edge_resnet.calibration.cache import load_calibration
+from edge_resnet.calibration.files import load_calibration
 from edge_resnet.data.digits import read_digits
 from edge_resnet.contract import EXIT_TOLERANCE
 from tests.tiny_model import copy_checkpoint, listing, tiny_checkpoint

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from edge_resnet.calibration.cache import load_calibration, save_calibration
+from edge_resnet.calibration.files import load_calibration, save_calibration
 
 import cli
 from edge_resnet.contract import EXIT_TOLERANCE

@@ -14,8 +14,8 @@ from tests.import_graph import closure, project
 
 # bottom to top; a module's layer is its subpackage (or module) under edge_resnet
 LAYERS = [
-    {"edge_resnet", "errors", "atomic", "runs", "_lazy", "contract", "imaging", "environment", "fp32"},
-    {"models"}, {"data"}, {"training"}, {"fold"}, {"calibration"}, {"quant"}, {"export"}, {"verify"},
+    {"edge_resnet", "errors", "atomic", "runs", "_lazy", "contract", "imaging", "environment", "torch_settings"},
+    {"models"}, {"data"}, {"training"}, {"fold"}, {"calibration"}, {"quant"}, {"export"}, {"accuracy"},
     {"runtime"}, {"bench"},
     {"experiments", "pipeline", "deploy", "analysis", "ptq", "qat"},
     {"cli"},
@@ -26,7 +26,7 @@ EXCEPTIONS = {
     ("edge_resnet.bench.measure", "edge_resnet.training.checkpoint"),
 }
 TORCH_SIDE = ("edge_resnet.models", "edge_resnet.data", "edge_resnet.training", "edge_resnet.fold",
-              "edge_resnet.calibration", "edge_resnet.quant", "edge_resnet.verify", "edge_resnet.fp32",
+              "edge_resnet.calibration", "edge_resnet.quant", "edge_resnet.accuracy", "edge_resnet.torch_settings",
               "edge_resnet.pipeline", "edge_resnet.experiments", "edge_resnet.analysis", "edge_resnet.qat")
 
 

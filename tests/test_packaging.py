@@ -68,12 +68,12 @@ def test_device_modules_import_no_torch() -> None:
     # quantize runs on the device: of the torch-side stages it reaches only their torch-free modules
     torch_free = {"edge_resnet.models", "edge_resnet.models.dataflow", "edge_resnet.models.onnx_import",
                   "edge_resnet.quant", "edge_resnet.quant.plan", "edge_resnet.quant.select", "edge_resnet.calibration",
-                  "edge_resnet.calibration.cache", "edge_resnet.calibration.calibrators",
+                  "edge_resnet.calibration.files", "edge_resnet.calibration.calibrators",
                   "edge_resnet.calibration.stats", "edge_resnet.calibration.statistics",
-                  "edge_resnet.calibration.onnx_collect", "edge_resnet.verify"}
+                  "edge_resnet.calibration.onnx_collect", "edge_resnet.accuracy"}
     assert not {m for m in _device_modules() if m.startswith(("edge_resnet.training", "edge_resnet.models",
                                                                "edge_resnet.quant", "edge_resnet.calibration",
-                                                               "edge_resnet.verify"))} - torch_free
+                                                               "edge_resnet.accuracy"))} - torch_free
 
 
 def test_device_modules_run_on_python_3_8() -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edge_resnet.calibration.cache import load_calibration, read_trt_cache, save_calibration
+from edge_resnet.calibration.files import load_calibration, read_trt_cache, save_calibration
 from edge_resnet.calibration.calibrate import calibrate
-from edge_resnet.calibration.calibrators import METHODS
+from edge_resnet.calibration.calibrators import CALIBRATORS
 from edge_resnet.calibration.readers import open_calibration_data
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
@@ -150,8 +150,8 @@ def test_calib_cache_covers_every_tensor_of_the_implicit_onnx(full: ExportResult
 def test_calib_json_records_the_auto_choice(full: ExportResult) -> None:
     calib = load_calibration(full.run_dir / "calib.json")
     assert calib == full.calibration
-    assert calib.requested == "auto" and calib.method in METHODS
-    assert set(calib.selection) == set(METHODS)
+    assert calib.requested == "auto" and calib.method in CALIBRATORS
+    assert set(calib.selection) == set(CALIBRATORS)
     assert calib.selection[calib.method] == max(calib.selection.values())
     assert calib.images == 64 and calib.data == "digits (train split)"
 

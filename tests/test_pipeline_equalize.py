@@ -17,7 +17,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from edge_resnet.calibration.cache import load_calibration
+from edge_resnet.calibration.files import load_calibration
 from edge_resnet.errors import ConfigError
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.pipeline import ExportOptions, ExportResult, export_run

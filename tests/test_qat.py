@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import cli
-from edge_resnet.calibration.cache import load_calibration, save_calibration
+from edge_resnet.calibration.files import load_calibration, save_calibration
 from edge_resnet.export.lint import errors, lint_model, manifest_float_layers
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models.graph import trace

@@ -115,7 +115,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _print_export(result: Any, tolerance: float) -> int:
     """The export's (and QAT's) summary; the exit status of the accuracy gate."""
-    from edge_resnet.verify import Report
+    from edge_resnet.accuracy import Report
 
     report = result.report
     calib = result.calibration

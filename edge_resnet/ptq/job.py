@@ -25,8 +25,8 @@ import numpy as np
 import onnx
 
 from edge_resnet import atomic
-from edge_resnet.calibration.cache import Calibration
-from edge_resnet.calibration.calibrators import METHODS
+from edge_resnet.calibration.files import Calibration
+from edge_resnet.calibration.calibrators import CALIBRATORS
 from edge_resnet.calibration.onnx_collect import DEFAULT_BUDGET_MB, OnnxCollector
 from edge_resnet.calibration.statistics import Statistics, ranges
 from edge_resnet.contract.metrics import sqnr_db
@@ -45,7 +45,7 @@ from edge_resnet.quant.select import pick
 from edge_resnet.runs import MANIFEST, read_manifest
 from edge_resnet.runtime.backends import OnnxRuntimeBackend
 from edge_resnet.runtime.preprocess import Preprocessor
-from edge_resnet.verify import Backend, Report, compare
+from edge_resnet.accuracy import Backend, Report, compare
 
 log = logging.getLogger("edge_resnet.ptq")
 
@@ -91,8 +91,8 @@ class QuantizeOptions:
     force: bool = False
 
     def validate(self) -> None:
-        if self.calib_method not in ("auto", *METHODS):
-            raise ConfigError(f"--calib-method {self.calib_method!r} is not one of auto, {', '.join(METHODS)}")
+        if self.calib_method not in ("auto", *CALIBRATORS):
+            raise ConfigError(f"--calib-method {self.calib_method!r} is not one of auto, {', '.join(CALIBRATORS)}")
         for flag, value, low in (("--num-calib", self.num_calib, 1), ("--num-verify", self.num_verify, 1),
                                  ("--every", self.every, 1), ("--bins", self.bins, 128), ("--threads", self.threads, 0)):
             if value < low:
@@ -256,7 +256,7 @@ def _run(opts: QuantizeOptions, imported: ImportedModel, pre: Preprocessor, fram
     fingerprint = {"model": hashlib.sha256(fp32.SerializeToString()).hexdigest(), "data": frames.fingerprint}
     staged.model("fp32", fp32)
     calibs = [_calibration(stats, m, opts, frames, fingerprint, times["calibrate"])
-              for m in (METHODS if opts.calib_method == "auto" else (opts.calib_method,))]
+              for m in (CALIBRATORS if opts.calib_method == "auto" else (opts.calib_method,))]
     del stats
     calib = calibs[0]
     if opts.calib_method == "auto":

@@ -31,7 +31,7 @@ from torch.nn.utils import parametrize
 
 from edge_resnet.calibration.calibrators import MIN_AMAX
 from edge_resnet.contract.metrics import sqnr_from_sums
-from edge_resnet.fp32 import exact_fp32
+from edge_resnet.torch_settings import exact_fp32
 from edge_resnet.models.graph import Graph, Node, trace
 from edge_resnet.quant.plan import activation_points, make_plan, unit_name
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from edge_resnet.calibration.cache import Calibration
+from edge_resnet.calibration.files import Calibration
 from edge_resnet.contract.metrics import sqnr_from_sums
 from edge_resnet.models.dataflow import Graph
 from edge_resnet.quant.plan import make_plan
@@ -29,7 +29,7 @@ def score_calibrations(folded: nn.Module, graph: Graph, calibs: Sequence[Calibra
     """Logit SQNR (dB) against ``folded`` of the INT8 simulation of each calibration, by method."""
     import torch
 
-    from edge_resnet.fp32 import exact_fp32
+    from edge_resnet.torch_settings import exact_fp32
     from edge_resnet.quant.sim import QuantSim
 
     sims = {c.method: QuantSim(folded, make_plan(graph, c.amax, target, c.channel_mean or None)).to(device)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from edge_resnet.contract.metrics import agreement, db_to_json, sqnr_db
-from edge_resnet.fp32 import exact_fp32
+from edge_resnet.torch_settings import exact_fp32
 from edge_resnet.models.graph import Graph
 from edge_resnet.quant.plan import QuantPlan, make_plan, unit_name, units
 from edge_resnet.quant.sim import QuantSim

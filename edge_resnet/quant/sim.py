@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from edge_resnet.fp32 import exact_fp32
+from edge_resnet.torch_settings import exact_fp32
 from edge_resnet.models.graph import Graph, Node, trace
 from edge_resnet.quant.plan import ActQuant, QuantPlan
 

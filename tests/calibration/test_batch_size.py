@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from edge_resnet.calibration.calibrators import METHODS, compute_amax
+from edge_resnet.calibration.calibrators import CALIBRATORS, compute_amax
 from edge_resnet.calibration.collect import collect
 
 from edge_resnet.fold import fold_batchnorm
@@ -32,6 +32,6 @@ def test_histograms_are_the_same_for_any_batch_size(batch: int) -> None:
         assert a.width == pytest.approx(b.width, rel=1e-5) and a.amax == pytest.approx(b.amax, rel=1e-5), name
         # counts equal up to values that land on a bin edge at one range and not the other
         assert np.abs(a.counts - b.counts).sum() <= 1e-3 * a.total, name
-        for method in METHODS:
+        for method in CALIBRATORS:
             assert compute_amax(a, method) == pytest.approx(compute_amax(b, method), rel=1e-3, abs=2 * a.width), \
                 (name, method)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edge_resnet.calibration.calibrators import (
-    METHODS,
+    CALIBRATORS,
     amax_entropy,
     amax_max,
     amax_mse,
@@ -218,7 +218,7 @@ def test_mse_choice_is_near_best_for_the_real_int8_round_trip() -> None:
 # ---- degenerate input, dispatch, weights ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CALIBRATORS)
 def test_empty_and_all_zero_histograms_give_zero(method: str) -> None:
     empty = Histogram(np.zeros(2048), 0.001, 0.0)
     zeros = TensorStats()
@@ -228,7 +228,7 @@ def test_empty_and_all_zero_histograms_give_zero(method: str) -> None:
     assert compute_amax(zeros.histogram("relu"), method) == 0.0
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CALIBRATORS)
 def test_compute_amax_dispatches_to_the_named_function(method: str) -> None:
     h = REAL["laplace-tail"]
     direct = {"max": amax_max, "percentile": amax_percentile, "entropy": amax_entropy, "mse": amax_mse}

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from edge_resnet.calibration.cache import (
+from edge_resnet.calibration.files import (
     Calibration,
-    CalibrationCacheError,
+    CalibrationFileError,
     load_calibration,
     read_trt_cache,
     save_calibration,
@@ -27,7 +27,7 @@ from edge_resnet.calibration.cache import (
     trt_scale_hex,
 )
 from edge_resnet.calibration.calibrate import calibrate, calibrate_methods, check_reusable, graph_fingerprint
-from edge_resnet.calibration.calibrators import METHODS
+from edge_resnet.calibration.calibrators import CALIBRATORS
 from edge_resnet.calibration.collect import Statistics, collect
 from edge_resnet.calibration.readers import CalibrationData, open_calibration_data
 from edge_resnet.contract.preprocess import PreprocessSpec
@@ -157,12 +157,12 @@ def data() -> CalibrationData:
 
 @pytest.fixture(scope="module")
 def calibs(graph: Graph, data: CalibrationData) -> list[Calibration]:
-    return calibrate_methods(graph, data, METHODS, batch_size=16)
+    return calibrate_methods(graph, data, CALIBRATORS, batch_size=16)
 
 
 def test_one_pass_one_calibration_per_method(graph: Graph, data: CalibrationData,
                                              calibs: list[Calibration]) -> None:
-    assert [c.method for c in calibs] == list(METHODS)
+    assert [c.method for c in calibs] == list(CALIBRATORS)
     fingerprint = {"model": graph_fingerprint(graph), "data": data.fingerprint}
     names = {n.name for n in graph}
     for c in calibs:
@@ -171,7 +171,7 @@ def test_one_pass_one_calibration_per_method(graph: Graph, data: CalibrationData
         assert set(c.amax) == names
         assert (c.images, c.skipped, c.data) == (48, 0, data.name)
         assert all(a >= 0 for a in c.amax.values())
-    assert [c.percentile for c in calibs] == [99.99 if m == "percentile" else None for m in METHODS]
+    assert [c.percentile for c in calibs] == [99.99 if m == "percentile" else None for m in CALIBRATORS]
 
 
 def test_input_gets_its_true_max_whatever_the_method(graph: Graph, data: CalibrationData,
@@ -192,7 +192,7 @@ def test_input_gets_its_true_max_whatever_the_method(graph: Graph, data: Calibra
 def test_calibrate_is_calibrate_methods_of_one(graph: Graph, data: CalibrationData,
                                                calibs: list[Calibration]) -> None:
     one = calibrate(graph, data, method="entropy", batch_size=16)
-    entropy = calibs[METHODS.index("entropy")]
+    entropy = calibs[CALIBRATORS.index("entropy")]
     assert one.amax == entropy.amax and one.fingerprint == entropy.fingerprint
 
 
@@ -289,7 +289,7 @@ def test_damaged_calib_json_says_what_is_wrong(tmp_path: Path, calibs: list[Cali
     path = tmp_path / "calib.json"
     save_calibration(path, calibs[0])
     _damage(path, how)
-    with pytest.raises(CalibrationCacheError) as e:
+    with pytest.raises(CalibrationFileError) as e:
         load_calibration(path)
     assert isinstance(e.value, EdgeResNetError)
     assert str(path) in str(e.value) and DAMAGE[how] in str(e.value), str(e.value)
@@ -297,18 +297,18 @@ def test_damaged_calib_json_says_what_is_wrong(tmp_path: Path, calibs: list[Cali
 
 
 def test_a_folder_is_not_a_calib_json(tmp_path: Path) -> None:
-    with pytest.raises(CalibrationCacheError, match="is a folder"):
+    with pytest.raises(CalibrationFileError, match="is a folder"):
         load_calibration(tmp_path)
 
 
 @pytest.mark.parametrize("line", ["input 3c010204", "input: zz010204", "input: 3c01"])
 def test_damaged_trt_cache_line_is_named(line: str) -> None:
-    with pytest.raises(CalibrationCacheError, match="bad calibration cache line"):
+    with pytest.raises(CalibrationFileError, match="bad calibration cache line"):
         read_trt_cache(f"TRT-8501-EntropyCalibration2\n{line}\n")
 
 
 def test_missing_calib_json(tmp_path: Path) -> None:
-    with pytest.raises(CalibrationCacheError, match="no calibration file"):
+    with pytest.raises(CalibrationFileError, match="no calibration file"):
         load_calibration(tmp_path / "calib.json")
 
 
@@ -318,7 +318,7 @@ LINE = re.compile(r"^(\S+): ([0-9a-f]{8})$")
 
 
 def test_trt_cache_format_and_round_trip(calibs: list[Calibration]) -> None:
-    amax = calibs[METHODS.index("entropy")].amax
+    amax = calibs[CALIBRATORS.index("entropy")].amax
     text = trt_cache_text(amax, "8.5.2")
     lines = text.splitlines()
     assert lines[0] == "TRT-8502-EntropyCalibration2"
@@ -358,7 +358,7 @@ def test_trt_cache_unknown_version() -> None:
 
 
 def test_read_trt_cache_refuses_other_files() -> None:
-    with pytest.raises(CalibrationCacheError, match="TRT-"):
+    with pytest.raises(CalibrationFileError, match="TRT-"):
         read_trt_cache('{"format": "edge-resnet/calib-1"}')
-    with pytest.raises(CalibrationCacheError, match="bad calibration cache line"):
+    with pytest.raises(CalibrationFileError, match="bad calibration cache line"):
         read_trt_cache("TRT-8501-EntropyCalibration2\ninput 3f800000\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_resnet.calibration.cache import load_calibration
+from edge_resnet.calibration.files import load_calibration
 from edge_resnet.contract.files import BY_ROLE
 from edge_resnet.contract.preprocess import PreprocessSpec
 from edge_resnet.runtime import Classifier, load_manifest

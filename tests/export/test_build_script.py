@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_resnet.calibration.cache import read_trt_cache
+from edge_resnet.calibration.files import read_trt_cache
 from edge_resnet.errors import ConfigError
 from edge_resnet.runtime.manifest import load_manifest
 from edge_resnet.export.build_plan import BuildOptions, plan_build

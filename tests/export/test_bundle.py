@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_resnet.calibration.cache import read_trt_cache, trt_cache_header
+from edge_resnet.calibration.files import read_trt_cache, trt_cache_header
 
 from edge_resnet.data import load_dataset
 from edge_resnet.deploy import DEFAULT_SAMPLES, make_bundle, open_bundle

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_resnet.calibration.cache import read_trt_cache, trt_cache_header, trt_cache_text
+from edge_resnet.calibration.files import read_trt_cache, trt_cache_header, trt_cache_text
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet import environment as env
 from edge_resnet.contract.engine import (
@@ -87,7 +87,7 @@ def test_version_parsing() -> None:
 
 @pytest.mark.parametrize("code", [8502, 8601, 100300, 110401])
 def test_calibration_cache_retag_changes_only_the_header(code: int) -> None:
-    """The cache our export writes (calibration/cache.py) retagged for another TensorRT: the header names
+    """The cache our export writes (calibration/files.py) retagged for another TensorRT: the header names
     ``code``, every range is bit-identical (read back with calibration.cache.read_trt_cache)."""
     amax = {"input": 2.6, "conv1.out": 7.25, "layer1.0.add": 11.0, "fc.in": 0.031}
     for written_for in ("8.5.2", "8.6.2", "10.3.0", "10.13.3"):

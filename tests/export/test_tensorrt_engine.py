@@ -161,7 +161,7 @@ def test_calib_cache_names_every_tensor_the_parser_creates(prebuilt_bundle: Path
     parser's own tensors, which no cache written beforehand can name, show why the implicit file exists."""
     import tensorrt as trt
 
-    from edge_resnet.calibration.cache import read_trt_cache
+    from edge_resnet.calibration.files import read_trt_cache
 
     _, scales = read_trt_cache((prebuilt_bundle / "calib.cache").read_text())
 

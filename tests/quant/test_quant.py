@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 from torch import nn
 
-from edge_resnet.calibration.cache import Calibration
+from edge_resnet.calibration.files import Calibration
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models import create_model
 from edge_resnet.models.graph import INPUT, OUTPUT, Graph, Node, trace

@@ -32,7 +32,7 @@ MIN_SIM_AGREEMENT = 0.995
 
 
 @dataclass
-class Backend:
+class ModelForm:
     """One form of the model: ``run`` maps a float32 NCHW batch to logits."""
 
     key: str
@@ -43,10 +43,10 @@ class Backend:
     logits: list[np.ndarray] = field(default_factory=list, repr=False)
 
 
-def torch_backend(key: str, name: str, model: nn.Module, *, device: str = "cpu", **kw: Any) -> Backend:
+def torch_form(key: str, name: str, model: nn.Module, *, device: str = "cpu", **kw: Any) -> ModelForm:
     import torch
 
-    from edge_resnet.fp32 import exact_fp32
+    from edge_resnet.torch_settings import exact_fp32
 
     model = model.eval().to(device)
 
@@ -54,10 +54,10 @@ def torch_backend(key: str, name: str, model: nn.Module, *, device: str = "cpu",
         with torch.inference_mode(), exact_fp32():
             return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
-    return Backend(key, name, run, **kw)
+    return ModelForm(key, name, run, **kw)
 
 
-def onnx_backend(key: str, name: str, path: str, *, threads: int = 0, **kw: Any) -> Backend:
+def onnx_form(key: str, name: str, path: str, *, threads: int = 0, **kw: Any) -> ModelForm:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -69,7 +69,7 @@ def onnx_backend(key: str, name: str, path: str, *, threads: int = 0, **kw: Any)
     def run(x: np.ndarray) -> np.ndarray:
         return sess.run(None, {input_name: x})[0].astype(np.float32)
 
-    return Backend(key, name, run, file=path, **kw)
+    return ModelForm(key, name, run, file=path, **kw)
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -166,7 +166,7 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def run_backends(backends: Sequence[Backend], batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+def run_forms(backends: Sequence[ModelForm], batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                  on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Feed every batch to every backend (one pass over the data); returns the labels."""
     labels = []
@@ -180,10 +180,10 @@ def run_backends(backends: Sequence[Backend], batches: Iterable[tuple[torch.Tens
     return np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
 
 
-def compare(backends: Sequence[Backend], labels: np.ndarray, *, reference: str, tolerance: float,
+def compare(backends: Sequence[ModelForm], labels: np.ndarray, *, reference: str, tolerance: float,
             dataset: str, split: str, sim_pair: tuple[str, str] | None = None,
             shipped: Collection[str] | None = None) -> Report:
-    """The report over logits already gathered by ``run_backends``; the gate is applied here.
+    """The report over logits already gathered by ``run_forms``; the gate is applied here.
 
     Args:
         shipped: keys of the backends that run a written model file, the only ones the gate judges

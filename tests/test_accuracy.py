@@ -1,14 +1,14 @@
-"""The gate (edge_resnet/verify.py): its verdict is about the model files a user ships (issue 17, point 7)."""
+"""The workstation gate (edge_resnet/accuracy.py): its verdict is about the model files a user ships (issue 17, point 7)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from edge_resnet.verify import Backend, compare
+from edge_resnet.accuracy import ModelForm, compare
 
 
-def _backend(key: str, logits: np.ndarray, file: str | None) -> Backend:
-    b = Backend(key, key.replace("_", " "), run=lambda x: x, file=file)
+def _backend(key: str, logits: np.ndarray, file: str | None) -> ModelForm:
+    b = ModelForm(key, key.replace("_", " "), run=lambda x: x, file=file)
     b.logits = [logits]
     return b
 

@@ -36,7 +36,7 @@ FORMAT = "edge-resnet/calib-1"
 DEFAULT_CACHE_TENSORRT = "8.5.2"
 
 
-class CalibrationCacheError(EdgeResNetError):
+class CalibrationFileError(EdgeResNetError):
     """A calibration file that is unreadable or belongs to another model or data."""
 
 
@@ -71,9 +71,9 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: Any, path: str | Path = FILES["calib"]) -> Calibration:
-        """Raises CalibrationCacheError naming what is wrong; the caller adds what to do about it."""
+        """Raises CalibrationFileError naming what is wrong; the caller adds what to do about it."""
         if not isinstance(d, Mapping) or d.get("format") != FORMAT:
-            raise CalibrationCacheError(f"{path} is not an edge-resnet calibration file (calib.json)")
+            raise CalibrationFileError(f"{path} is not an edge-resnet calibration file (calib.json)")
         try:
             calib = cls(
                 method=str(d["method"]), amax={str(k): float(v) for k, v in d["amax"].items()},
@@ -89,11 +89,11 @@ class Calibration:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             what = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split()) or type(e).__name__
-            raise CalibrationCacheError(f"{path} is a damaged calibration file ({what})") from None
+            raise CalibrationFileError(f"{path} is a damaged calibration file ({what})") from None
         bad = next((k for k, v in calib.amax.items() if not math.isfinite(v) or v < 0), None)
         if not calib.amax or bad is not None:
             what = "no ranges" if bad is None else f"range {calib.amax[bad]} for {bad}"
-            raise CalibrationCacheError(f"{path} is a damaged calibration file ({what})")
+            raise CalibrationFileError(f"{path} is a damaged calibration file ({what})")
         return calib
 
     def settings(self) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def load_calibration(path: str | Path) -> Calibration:
     """Read a calib.json.
 
     Raises:
-        CalibrationCacheError: missing, unreadable, or not (or no longer) a calib.json; the message
+        CalibrationFileError: missing, unreadable, or not (or no longer) a calib.json; the message
             says what is wrong, the caller what to do (a pinned file is the user's, one in the run
             directory is ours to recompute).
     """
@@ -123,18 +123,18 @@ def load_calibration(path: str | Path) -> Calibration:
     try:
         text = path.read_bytes()
     except FileNotFoundError:
-        raise CalibrationCacheError(f"no calibration file at {path}") from None
+        raise CalibrationFileError(f"no calibration file at {path}") from None
     except IsADirectoryError:
-        raise CalibrationCacheError(f"{path} is a folder, not a calib.json") from None
+        raise CalibrationFileError(f"{path} is a folder, not a calib.json") from None
     except OSError as e:
-        raise CalibrationCacheError(f"cannot read {path} ({e.strerror or e})") from None
+        raise CalibrationFileError(f"cannot read {path} ({e.strerror or e})") from None
     if text.startswith(b"TRT-"):
-        raise CalibrationCacheError(f"{path} is a TensorRT calibration cache (calib.cache), not a calib.json")
+        raise CalibrationFileError(f"{path} is a TensorRT calibration cache (calib.cache), not a calib.json")
     try:
         d = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         where = f"line {e.lineno}" if isinstance(e, json.JSONDecodeError) else "its bytes"
-        raise CalibrationCacheError(f"{path} is not a calib.json (not JSON, or cut short: {where})") from None
+        raise CalibrationFileError(f"{path} is not a calib.json (not JSON, or cut short: {where})") from None
     return Calibration.from_dict(d, path)
 
 
@@ -183,7 +183,7 @@ def read_trt_cache(text: str) -> tuple[str, dict[str, float]]:
     """Header and per-tensor scales of a TensorRT calibration cache."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines or not lines[0].startswith("TRT-"):
-        raise CalibrationCacheError("not a TensorRT calibration cache (the first line must start with TRT-)")
+        raise CalibrationFileError("not a TensorRT calibration cache (the first line must start with TRT-)")
     scales = {}
     for ln in lines[1:]:
         name, sep, value = ln.rpartition(": ")
@@ -192,5 +192,5 @@ def read_trt_cache(text: str) -> tuple[str, dict[str, float]]:
                 raise ValueError("no ': '")
             scales[name] = struct.unpack(">f", bytes.fromhex(value))[0]
         except (ValueError, struct.error):
-            raise CalibrationCacheError(f"bad calibration cache line {ln[:80]!r} (expected '<tensor>: <8 hex digits>')") from None
+            raise CalibrationFileError(f"bad calibration cache line {ln[:80]!r} (expected '<tensor>: <8 hex digits>')") from None
     return lines[0], scales
