@@ -73,6 +73,24 @@ def held_out(data: DatasetSplits, spec: PreprocessSpec, *, batch_size: int = 64,
     return HeldOut(batches, labels_arr, f"{data.name} {split} ({len(labels_arr)} images)")
 
 
+def run_dataset(ckpt, data: str | None, run_dir: Path) -> DatasetSplits:
+    """The dataset a run's model is judged on: ``data`` when given, else the bundled one it was trained on,
+    split with the training's seed (so its held-out images are the training's).
+
+    Raises:
+        ConfigError: the model was trained on a folder and ``data`` does not name it.
+    """
+    from edge_resnet.data import load_dataset
+    from edge_resnet.data.datasets import BUNDLED
+
+    trained_on = ckpt.extra.get("dataset")
+    if data is None and trained_on in BUNDLED:
+        data = trained_on
+    elif data is None and trained_on is not None:
+        raise ConfigError(f"{run_dir} was trained on {trained_on!r}; pass --data with that dataset's folder")
+    return load_dataset(data, seed=int(ckpt.extra.get("seed", 0)))
+
+
 def run_model(ckpt, calib, calib_path: Path, device: torch.device):
     """The folded model ``calib``'s ranges belong to (equalized when the export chose it) and its graph.
 
@@ -110,8 +128,6 @@ def sensitivity_run(run: str, *, data: str | None = None, target: str = "tensorr
         EdgeResNetError: no run, no calibration (export with --int8 first), or data that does not fit.
     """
     from edge_resnet import atomic
-    from edge_resnet.data import load_dataset
-    from edge_resnet.data.datasets import BUNDLED
     from edge_resnet.contract.files import FILES
     from edge_resnet.quant import TARGETS
     from edge_resnet.quant.sensitivity import plot, sensitivity
@@ -130,12 +146,7 @@ def sensitivity_run(run: str, *, data: str | None = None, target: str = "tensorr
                               "first, then analyse it")
     ckpt = load_checkpoint(run_dir / FILES["checkpoint"])
     calib = load_calibration(run_dir / FILES["calib"])
-    trained_on = ckpt.extra.get("dataset")
-    if data is None and trained_on in BUNDLED:
-        data = trained_on
-    elif data is None and trained_on is not None:
-        raise ConfigError(f"{run_dir} was trained on {trained_on!r}; pass --data with that dataset's folder")
-    splits = load_dataset(data, seed=int(ckpt.extra.get("seed", 0)))
+    splits = run_dataset(ckpt, data, run_dir)
     check_classes(ckpt, splits, run_dir)
     dev = resolve_device(device)
     folded, graph = run_model(ckpt, calib, run_dir / FILES["calib"], dev)

@@ -112,8 +112,8 @@ def qat_run(opts: QATOptions, *, progress: Any = None, on_epoch: Any = None):
     """
     from edge_resnet.calibration.calibrate import calibrate_methods, graph_fingerprint
     from edge_resnet.calibration.readers import open_calibration_data
-    from edge_resnet.data import Transformed, collate_skip_none, eval_transform, load_dataset
-    from edge_resnet.data.datasets import BUNDLED
+    from edge_resnet.analysis import run_dataset
+    from edge_resnet.data import Transformed, collate_skip_none, eval_transform
     from edge_resnet.models.graph import trace
     from edge_resnet.pipeline import FILES, ExportOptions, export_run
     from edge_resnet.quant.plan import classifier_layers
@@ -134,13 +134,8 @@ def qat_run(opts: QATOptions, *, progress: Any = None, on_epoch: Any = None):
         raise ConfigError(f"--output {out_dir} is the PTQ run itself; QAT writes a new run directory "
                           "(default: <run>-qat) so the PTQ files stay to compare with")
     ckpt = load_checkpoint(run_dir / FILES["checkpoint"])
-    data_name = opts.data
-    trained_on = ckpt.extra.get("dataset")
-    if data_name is None and trained_on in BUNDLED:
-        data_name = trained_on
-    elif data_name is None and trained_on is not None:
-        raise ConfigError(f"{run_dir} was trained on {trained_on!r}; pass --data with that dataset's folder")
-    data = load_dataset(data_name, seed=int(ckpt.extra.get("seed", 0)))
+    data = run_dataset(ckpt, opts.data, run_dir)
+    data_name = opts.data if opts.data is not None else ckpt.extra.get("dataset")  # what run_dataset loaded
     if len(data.train) == 0:
         raise EdgeResNetError(f"{data.name} has no train images to fine-tune on")
     device = resolve_device(opts.device)

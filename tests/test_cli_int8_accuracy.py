@@ -8,8 +8,6 @@ lists it.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from edge_resnet.calibration.files import load_calibration, save_calibration
 import cli
 from edge_resnet.contract import EXIT_TOLERANCE
 from tests.test_cli_export import FAST, user_error
+from tests.export.util import run_cli
 from tests.tiny_model import listing, tiny_checkpoint
 
 # the slow lane: trains and exports models where INT8 loses accuracy (`pytest -m "not slow"` leaves them out)
@@ -28,11 +27,8 @@ pytestmark = pytest.mark.slow
 SABOTAGED, SENSITIVE = "layer2.0.relu1", "layer2.0.conv2"
 
 
-def _main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
+def _main(argv: list) -> tuple[int, str, str]:
+    return run_cli(*map(str, argv))
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ the test split, not by the training's own numbers), and the files must pass the 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -17,7 +15,6 @@ import onnx
 import pytest
 import torch
 
-import cli
 from edge_resnet.calibration.files import load_calibration, save_calibration
 from edge_resnet.export.lint import errors, lint_model, manifest_float_layers
 from edge_resnet.fold import fold_batchnorm
@@ -27,16 +24,14 @@ from edge_resnet.qat import QATOptions, qat_run
 from edge_resnet.quant import QuantSim, make_plan
 from edge_resnet.quant.qat import QATModel
 from edge_resnet.training.checkpoint import load_checkpoint
+from tests.export.util import run_cli
 from tests.tiny_model import copy_checkpoint, listing, tiny_checkpoint
 
 FAST = {"num_calib": 64, "batch_size": 32, "calib_method": "max", "fallback_max": 0, "equalize": "off"}
 
 
-def _main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
+def _main(argv: list) -> tuple[int, str, str]:
+    return run_cli(*map(str, argv))
 
 
 @pytest.fixture(scope="module")
