@@ -330,45 +330,10 @@ def _export(opts: ExportOptions, progress: Progress, train_monitor: Any, qat: Re
 
     plans, lint, warnings, cache_info = {}, {}, {}, None
     if calib is not None:
-        files["calib"] = run_dir / FILES["calib"]
-        if calib_origin != "run directory":  # a fresh or pinned calibration belongs in this run
-            save_calibration(files["calib"], calib)
-        cache_info = _write_implicit(qgraph, calib, size, run_dir, files)
-        for target in opts.targets:
-            plans[target] = make_plan(qgraph, calib.amax, target, channel_mean=calib.channel_mean or None,
-                                      float_layers=frozenset(float_layers))
-            files[target] = run_dir / FILES[target]
-            onnx_model = build_onnx(qgraph, input_size=size, precision="int8", plan=plans[target])
-            if target == "tensorrt":
-                found = lint_model(onnx_model, sorted(float_layers))
-                lint[target] = [str(v) for v in lint_errors(found)]
-                warnings[target] = [str(v) for v in found if v.severity != "error"]
-                if lint[target]:  # our own writer broke TensorRT's rules: a bug, not a user error
-                    raise RuntimeError("model.int8.onnx fails the QDQ lint:\n" + "\n".join(lint[target]))
-            save_onnx(onnx_model, files[target])
+        plans, lint, warnings, cache_info = _write_int8(opts, run_dir, files, qgraph, calib, calib_origin,
+                                                        float_layers, size)
 
-    # ---- verification on the held-out split
-    torch_row = BENCH_ROWS["pytorch"]
-    backends = [torch_form(torch_row.accuracy_key, torch_row.label, model, device=device,
-                              file=str(files["checkpoint"]), size_bytes=files["checkpoint"].stat().st_size)]
-    if "tensorrt" in plans:
-        backends.append(torch_form("sim_int8", "simulated INT8 (PyTorch)", QuantSim(qfolded, plans["tensorrt"]),
-                                      device=device))
-    for row in BENCH_ROWS.values():  # the ONNX models, named as the benchmark names them
-        if row.role in files and row.role != "checkpoint":
-            path = files[row.role]
-            backends.append(onnx_form(row.accuracy_key, row.label, str(path), threads=opts.threads or 0,
-                                         size_bytes=path.stat().st_size))
-    loader = DataLoader(Transformed(data.test, eval_transform(ckpt.preprocessing)),
-                        batch_size=opts.batch_size, collate_fn=collate_skip_none)
-    with progress("verify", len(data.test)) as step:
-        labels = run_forms(backends, loader, on_batch=step)
-    report = compare(backends, labels, reference=torch_row.accuracy_key, tolerance=opts.tolerance, dataset=data.name,
-                     split="test", sim_pair=("sim_int8", BENCH_ROWS["onnx-int8"].accuracy_key) if "tensorrt" in plans else None)
-    if calib is not None:  # an INT8 miss is often the calibration set: name it
-        small = f", fewer than {SMALL_CALIBRATION}: calibrate on more" if calib.images < SMALL_CALIBRATION else ""
-        report.failures = [f"{f}; its ranges come from {calib.images} calibration images of {calib.data}{small}"
-                           if "INT8" in f else f for f in report.failures]
+    report = _verify(opts, ckpt, data, model, qfolded, plans, files, calib, device, progress)
     files["report_json"] = run_dir / FILES["report_json"]
     files["report_md"] = run_dir / FILES["report_md"]
     mixed = _mixed_precision(float_layers, fallback_result) if calib is not None else None
@@ -384,6 +349,61 @@ def _export(opts: ExportOptions, progress: Progress, train_monitor: Any, qat: Re
                                                    warnings))
     return ExportResult(run_dir, files, report, calib, calib_origin in ("run directory", "pinned"), trained,
                         lint, warnings, float_layers, fallback_result)
+
+
+def _write_int8(opts: ExportOptions, run_dir: Path, files: dict[str, Path], qgraph: Graph, calib: Calibration,
+                calib_origin: str | None, float_layers: dict[str, str], size: int
+                ) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, list[str]], dict[str, Any]]:
+    """calib.json, the implicit model and calib.cache, and one INT8 file per target (the TensorRT one linted);
+    returns (plans, lint errors, lint warnings, what the manifest records about calib.cache)."""
+    plans: dict[str, Any] = {}
+    lint: dict[str, list[str]] = {}
+    warnings: dict[str, list[str]] = {}
+    files["calib"] = run_dir / FILES["calib"]
+    if calib_origin != "run directory":  # a fresh or pinned calibration belongs in this run
+        save_calibration(files["calib"], calib)
+    cache_info = _write_implicit(qgraph, calib, size, run_dir, files)
+    for target in opts.targets:
+        plans[target] = make_plan(qgraph, calib.amax, target, channel_mean=calib.channel_mean or None,
+                                  float_layers=frozenset(float_layers))
+        files[target] = run_dir / FILES[target]
+        onnx_model = build_onnx(qgraph, input_size=size, precision="int8", plan=plans[target])
+        if target == "tensorrt":
+            found = lint_model(onnx_model, sorted(float_layers))
+            lint[target] = [str(v) for v in lint_errors(found)]
+            warnings[target] = [str(v) for v in found if v.severity != "error"]
+            if lint[target]:  # our own writer broke TensorRT's rules: a bug, not a user error
+                raise RuntimeError("model.int8.onnx fails the QDQ lint:\n" + "\n".join(lint[target]))
+        save_onnx(onnx_model, files[target])
+    return plans, lint, warnings, cache_info
+
+
+def _verify(opts: ExportOptions, ckpt: Checkpoint, data, model, qfolded, plans: dict[str, Any],
+            files: dict[str, Path], calib: Calibration | None, device: torch.device, progress: Progress):
+    """Every written form of the model (and the INT8 simulation) on the held-out test split, and the gate."""
+    torch_row = BENCH_ROWS["pytorch"]
+    forms = [torch_form(torch_row.accuracy_key, torch_row.label, model, device=device,
+                        file=str(files["checkpoint"]), size_bytes=files["checkpoint"].stat().st_size)]
+    if "tensorrt" in plans:
+        forms.append(torch_form("sim_int8", "simulated INT8 (PyTorch)", QuantSim(qfolded, plans["tensorrt"]),
+                                device=device))
+    for row in BENCH_ROWS.values():  # the ONNX models, named as the benchmark names them
+        if row.role in files and row.role != "checkpoint":
+            path = files[row.role]
+            forms.append(onnx_form(row.accuracy_key, row.label, str(path), threads=opts.threads or 0,
+                                   size_bytes=path.stat().st_size))
+    loader = DataLoader(Transformed(data.test, eval_transform(ckpt.preprocessing)),
+                        batch_size=opts.batch_size, collate_fn=collate_skip_none)
+    with progress("verify", len(data.test)) as step:
+        labels = run_forms(forms, loader, on_batch=step)
+    sim_pair = ("sim_int8", BENCH_ROWS["onnx-int8"].accuracy_key) if "tensorrt" in plans else None
+    report = compare(forms, labels, reference=torch_row.accuracy_key, tolerance=opts.tolerance, dataset=data.name,
+                     split="test", sim_pair=sim_pair)
+    if calib is not None:  # an INT8 miss is often the calibration set: name it
+        small = f", fewer than {SMALL_CALIBRATION}: calibrate on more" if calib.images < SMALL_CALIBRATION else ""
+        report.failures = [f"{f}; its ranges come from {calib.images} calibration images of {calib.data}{small}"
+                           if "INT8" in f else f for f in report.failures]
+    return report
 
 
 def _check_owner(run_dir: Path, ckpt_path: Path, ckpt: Checkpoint, force: bool) -> list[str]:
