@@ -32,6 +32,7 @@ from edge_resnet.calibration.statistics import Statistics, ranges
 from edge_resnet.contract.metrics import sqnr_db
 from edge_resnet.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 from edge_resnet.errors import ConfigError, DataError, EdgeResNetError
+from edge_resnet.contract import BENCH_ROWS
 from edge_resnet.contract.files import FILES, LAST
 from edge_resnet.export.artifacts import implicit_files, library_versions, manifest_dict
 from edge_resnet.export.lint import errors as lint_errors
@@ -45,7 +46,7 @@ from edge_resnet.quant.select import pick
 from edge_resnet.runs import MANIFEST, read_manifest
 from edge_resnet.runtime.backends import OnnxRuntimeBackend
 from edge_resnet.runtime.preprocess import Preprocessor
-from edge_resnet.accuracy import Backend, Report, compare
+from edge_resnet.accuracy import ModelForm, Report, compare
 
 log = logging.getLogger("edge_resnet.ptq")
 
@@ -429,17 +430,18 @@ def _verify(model_path: Path, staged: _Staged, normalize: Callable, pixels: np.n
             opts: QuantizeOptions, data: str, step: Callable[[int], None]) -> Report:
     """Every written model against the source ONNX on ONNX Runtime, on the held-out images; the export's gate.
     One session at a time: the held-out pixels are small, the models may not be."""
-    names = {"fp32": "ONNX Runtime FP32 (BN folded, ours)", "tensorrt": "ONNX Runtime INT8 (TensorRT target)",
-             "cpu": "ONNX Runtime INT8 (CPU target)"}
-    backends = [Backend("onnx_source", f"ONNX Runtime FP32 ({model_path.name})", lambda x: x, file=str(model_path),
-                        size_bytes=model_path.stat().st_size)]
-    backends += [Backend(f"onnxruntime_{k}", names[k], lambda x: x, file=str(staged.final[k]),
-                         size_bytes=staged.files[k].stat().st_size) for k in names]
+    rows = {row.role: row for row in BENCH_ROWS.values() if row.role in ("fp32", "tensorrt", "cpu")}
+    role_of = {row.accuracy_key: role for role, row in rows.items()}
+    backends = [ModelForm("onnx_source", f"ONNX Runtime FP32 ({model_path.name})", lambda x: x, file=str(model_path),
+                          size_bytes=model_path.stat().st_size)]
+    backends += [ModelForm(row.accuracy_key, row.label + (" (BN folded, ours)" if role == "fp32" else ""), lambda x: x,
+                           file=str(staged.final[role]), size_bytes=staged.files[role].stat().st_size)
+                 for role, row in rows.items()]
     for b in backends:
         if b.key == "onnx_source":
             run = OnnxRuntimeBackend(model_path, providers=["CPUExecutionProvider"], threads=opts.threads).run
         else:
-            sess = _session(str(staged.files[b.key.split("_", 1)[1]]), opts.threads)
+            sess = _session(str(staged.files[role_of[b.key]]), opts.threads)
             run = lambda x, s=sess: s.run(None, {"input": x})[0].astype(np.float32)  # noqa: E731
         for i in range(0, len(pixels), 32):
             b.logits.append(run(np.ascontiguousarray(normalize(pixels[i:i + 32]), dtype=np.float32)))

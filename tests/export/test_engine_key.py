@@ -88,7 +88,7 @@ def test_version_parsing() -> None:
 @pytest.mark.parametrize("code", [8502, 8601, 100300, 110401])
 def test_calibration_cache_retag_changes_only_the_header(code: int) -> None:
     """The cache our export writes (calibration/files.py) retagged for another TensorRT: the header names
-    ``code``, every range is bit-identical (read back with calibration.cache.read_trt_cache)."""
+    ``code``, every range is bit-identical (read back with calibration.files.read_trt_cache)."""
     amax = {"input": 2.6, "conv1.out": 7.25, "layer1.0.add": 11.0, "fc.in": 0.031}
     for written_for in ("8.5.2", "8.6.2", "10.3.0", "10.13.3"):
         text = trt_cache_text(amax, written_for)
