@@ -82,6 +82,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               "(model.pt) or its run directory")
     if not model.exists() and args.model == str(DEFAULT_RUN / FILES["checkpoint"]):
         raise EdgeResNetError(f"no checkpoint at {model}; train one with `edge-resnet train` or pass --model")
+    if not model.exists() and Path(args.model).is_dir():
+        raise EdgeResNetError(f"--model {args.model} is a folder without a {FILES['checkpoint']}; pass a checkpoint "
+                              "or the run directory that holds one")
     if args.json:  # before the evaluation, which may take minutes
         atomic.check_writable_file(args.json, f"--json {args.json}")
     result, _ckpt, data = evaluate_checkpoint(model, data=args.data, split=args.split,
