@@ -294,18 +294,7 @@ def test_cpu_target_runs_integer_convolutions(name: str, shortcut: str) -> None:
 
 def test_int8_writes_corrected_biases() -> None:
     s = _setup("resnet20", "B")
-    acts: dict[str, torch.Tensor] = {}
-
-    def visit(node: Node, out: torch.Tensor) -> torch.Tensor:
-        acts[node.name] = out
-        return out
-
-    with torch.no_grad():
-        s.graph.run(s.x, visit)
-    # per-channel mean of each conv/linear input ((N, C, H, W) or (N, C))
-    means = {n.inputs[0]: acts[n.inputs[0]].transpose(0, 1).flatten(1).mean(1).tolist()
-             for n in s.graph.of_op("conv", "linear")}
-    plan = make_plan(s.graph, s.amax, "tensorrt", channel_mean=means)
+    plan = _corrected_plan(s)
     assert set(plan.biases) == {n.name for n in s.graph.of_op("conv", "linear")}
     model = build_onnx(s.graph, input_size=s.size, precision="int8", plan=plan)
     inits = _inits(model)
@@ -325,6 +314,7 @@ def _corrected_plan(s: Setup) -> QuantPlan:
 
     with torch.no_grad():
         s.graph.run(s.x, visit)
+    # per-channel mean of each conv/linear input ((N, C, H, W) or (N, C))
     means = {n.inputs[0]: acts[n.inputs[0]].transpose(0, 1).flatten(1).mean(1).tolist()
              for n in s.graph.of_op("conv", "linear")}
     return make_plan(s.graph, s.amax, "tensorrt", channel_mean=means)
