@@ -154,9 +154,10 @@ class TensorStats:
             if flat.size and self._account(flat.size, float(flat.min()), float(flat.max())):
                 t = flat + np.float32(self.range)
                 t *= np.float32(self.bins / self.range)
-                np.floor(t, out=t)
-                np.clip(t, 0, 2 * self.bins - 1, out=t)
-                self._add(np.bincount(t.astype(np.int32), minlength=2 * self.bins))
+                idx = t.astype(np.intp)  # t >= 0 (every x >= -R), so truncating is the floor; intp: bincount's own type
+                del t
+                np.minimum(idx, 2 * self.bins - 1, out=idx)  # x = R: the top edge, in the last bin
+                self._add(np.bincount(idx, minlength=2 * self.bins))
             return
         import torch  # here, so that the calibrators and their method names import without torch
 

@@ -83,6 +83,23 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
                          ) from None
 
 
+def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every initializer turned into a graph input of the same type and shape: what the
+    checker and shape inference need, without copying the weights (a resnet50 is 100 MB of them)."""
+    light = onnx.ModelProto()
+    for name in ("ir_version", "producer_name", "producer_version", "model_version", "domain"):
+        setattr(light, name, getattr(model, name))
+    light.opset_import.extend(model.opset_import)
+    g = light.graph
+    g.name = model.graph.name
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
+    g.value_info.extend(model.graph.value_info)
+    g.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in model.graph.initializer)
+    return light
+
+
 def import_onnx(model: onnx.ModelProto | str | Path) -> ImportedModel:
     """The graph of an FP32 ONNX ResNet-family classifier, BatchNorms folded.
 

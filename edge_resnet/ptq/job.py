@@ -11,7 +11,6 @@ interrupted run leaves the folder as it was or without a manifest vouching for a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -246,16 +245,18 @@ def _run(opts: QuantizeOptions, imported: ImportedModel, pre: Preprocessor, fram
     """Calibrate, choose, build and verify; every file goes to ``staged`` as soon as it exists."""
     graph, size, times = imported.graph, pre.input_size, {}
     fp32 = build_onnx(graph, input_size=size, precision="fp32")
+    staged.model("fp32", fp32)
+    collector = OnnxCollector(graph, fp32, bins=opts.bins, threads=opts.threads, budget_mb=opts.budget_mb)
+    fingerprint = {"model": atomic.sha256_file(staged.files["fp32"]), "data": frames.fingerprint}
+    del fp32  # in its file now: the model is held once during calibration, by the collector's sessions
     with progress("calibrate", opts.num_calib + opts.num_verify) as step:
         frames.on_image = step
-        stats = OnnxCollector(graph, fp32, bins=opts.bins, threads=opts.threads,
-                              budget_mb=opts.budget_mb).run(frames.calibration())
+        stats = collector.run(frames.calibration())
+    del collector
     times["calibrate"] = time.perf_counter() - start
     if stats.images == 0:
         raise DataError(f"none of the calibration images of {frames.name} could be read")
     pixels, truth = frames.verification().arrays()
-    fingerprint = {"model": hashlib.sha256(fp32.SerializeToString()).hexdigest(), "data": frames.fingerprint}
-    staged.model("fp32", fp32)
     calibs = [_calibration(stats, m, opts, frames, fingerprint, times["calibrate"])
               for m in (CALIBRATORS if opts.calib_method == "auto" else (opts.calib_method,))]
     del stats
@@ -271,7 +272,7 @@ def _run(opts: QuantizeOptions, imported: ImportedModel, pre: Preprocessor, fram
                                 opts.threads, step)
             calib = pick(calibs, scores)
             log.info("auto calibration: %s", ", ".join(f"{m} {s:.1f} dB" for m, s in scores.items()))
-    del fp32, calibs
+    del calibs
     calib.seconds = time.perf_counter() - start
     warnings = _int8_models(graph, size, calib, float_layers, staged)
     implicit, cache_text, cache_info = implicit_files(graph, calib, size)
