@@ -13,9 +13,9 @@ Behaviour (README, "Camera app", says the same for users):
   "lost" and its exit code is 1.
 - A file ends at its last frame; one that ends before the frame count its header declares is
   reported as truncated (exit code 0: every decodable frame was classified).
-- Ctrl-C (SIGINT) or SIGTERM ends the run as cleanly as the end of a file: the summary is returned,
-  the saved video finalised, exit code 0 (stopping is how a live run ends). A second Ctrl-C during
-  the wind-down aborts at once.
+- Ctrl-C (SIGINT) or SIGTERM ends the run after the frame in hand, as cleanly as the end of a file:
+  the summary is returned, the saved video finalised, exit code 0 (stopping is how a live run ends).
+  A second one aborts at once.
 
 Per frame, the preprocessing, the backend call and the post-processing are timed separately
 (``Classifier.preprocess``, ``.backend.run``, ``.decode``) and written as one JSON line.
@@ -154,20 +154,26 @@ class CameraSummary:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (systemd, docker stop) ends the run as Ctrl-C does, with a summary."""
+def _signals_stop(stop: threading.Event) -> Iterator[None]:
+    """The first SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop) sets ``stop``: the loop finishes the frame
+    in hand (its JSON line, its video frame) and ends with a summary; a second one aborts (KeyboardInterrupt).
+    Raising at the first would land anywhere, e.g. between counting a frame and writing its line."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        log.warning("interrupted: finishing up (Ctrl-C again to abort)")
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 # ---------------------------------------------------------------- the loop
@@ -250,7 +256,7 @@ def run_camera(config: CameraConfig, *, classifier: Classifier | None = None, ou
     clf = classifier or Classifier.from_run(config.run, model=config.model, backend=config.backend,
                                             providers=config.providers, threads=camera_threads(config.threads))
     stop = stop or threading.Event()
-    with _sigterm_as_interrupt(), _opencv_threads(cv2, 1):
+    with _signals_stop(stop), _opencv_threads(cv2, 1):
         try:
             cap = open_capture(source, config.capture, retries=config.retry.retries, delay=config.retry.delay,
                                max_delay=config.retry.max_delay, timeout=config.retry.timeout, stop=stop)
@@ -288,33 +294,29 @@ def _loop(clf: Classifier, reader: FrameReader, cv2: Any, config: CameraConfig, 
     end: str | None = None
     reader.start()
     start = last = time.perf_counter()
-    try:
-        while end is None:
-            if stop.is_set():
-                end = "interrupted"
+    while end is None:
+        if stop.is_set():
+            end = "interrupted"
+            break
+        frame = reader.get(timeout=0.1)
+        if frame is None:
+            if reader.finished:
                 break
-            frame = reader.get(timeout=0.1)
-            if frame is None:
-                if reader.finished:
-                    break
-                continue
-            record, pred, fps = _classify(clf, frame, prepare, config.top_k, stats, reader)
-            last = time.perf_counter()
-            if emit is not None:
-                emit(record)
-            if video is not None or display:
-                draw_overlay(cv2, frame.image, pred, fps)
-            if video is not None:
-                video.write(frame.image)
-            if display and not show(cv2, frame.image):
-                end = "quit"
-            if on_result is not None:
-                on_result(record)
-            if config.max_frames is not None and stats.frames >= config.max_frames:
-                end = "max frames"
-    except KeyboardInterrupt:
-        end = "interrupted"
-        log.warning("interrupted: finishing up (Ctrl-C again to abort)")
+            continue
+        record, pred, fps = _classify(clf, frame, prepare, config.top_k, stats, reader)
+        last = time.perf_counter()
+        if emit is not None:
+            emit(record)
+        if video is not None or display:
+            draw_overlay(cv2, frame.image, pred, fps)
+        if video is not None:
+            video.write(frame.image)
+        if display and not show(cv2, frame.image):
+            end = "quit"
+        if on_result is not None:
+            on_result(record)
+        if config.max_frames is not None and stats.frames >= config.max_frames:
+            end = "max frames"
     reader.stop()
     if reader.error is not None:
         raise reader.error

@@ -8,6 +8,7 @@ in the per-frame callback) where dropping frames is what is tested.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import signal
@@ -234,6 +235,38 @@ def test_ctrl_c_ends_the_run_cleanly(run_dir: Path, tmp_path: Path, signum: int)
     assert f"saved {saved}" in summary and 5 <= classified < 150
     assert len(decode_all(saved)) == classified
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.avi", "frames.jsonl", "long.mp4"]
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_signal_mid_frame_finishes_that_frame_and_a_second_aborts(run_dir: Path, tmp_path: Path,
+                                                                     signals: int) -> None:
+    """The signal arrives while a counted frame's JSON line is being written (the window a CI run once hit:
+    the earlier version raised at the first signal wherever it landed, and the summary counted 6 frames
+    for 5 lines). One signal: that frame is finished (its line and video frame written) and the run ends,
+    the summary counting exactly the lines. Two: an abort, no video under the final name."""
+    clip = write_video(tmp_path / "long.mp4", 60)
+    saved = tmp_path / "annotated.avi"
+    config = CameraConfig(source=str(clip), run=str(run_dir), providers=("CPUExecutionProvider",), display=False,
+                          jsonl="-", save=str(saved))
+
+    class Interrupting(io.StringIO):  # where the JSON lines go: the signal comes as the third is written
+        def write(self, text: str) -> int:
+            if text.strip() and self.getvalue().count("\n") == 2:
+                for _ in range(signals):
+                    signal.raise_signal(signal.SIGINT)
+            return super().write(text)
+
+    out = Interrupting()
+    if signals == 1:
+        summary = run_camera(config, out=out)
+        assert summary.end == "interrupted" and summary.frames == 3
+        assert [json.loads(line)["frame"] for line in out.getvalue().splitlines()] == [0, 1, 2]
+        assert len(decode_all(saved)) == 3
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            run_camera(config, out=out)
+        assert not saved.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
 
 
 def test_camera_app_runs_without_torch(run_dir: Path, video: Path, tmp_path: Path) -> None:
