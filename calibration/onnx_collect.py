@@ -57,6 +57,7 @@ class Segment:
     outputs: list[str]
     session: object
     wanted_bytes: int  # one image's bytes of the outputs that need statistics
+    keep: frozenset[str] = frozenset()  # tensors later segments read: held after this one runs
 
 
 def plan_segments(model: onnx.ModelProto, wanted: Sequence[str], sizes: dict[str, int | None],
@@ -153,6 +154,8 @@ class OnnxCollector:
             sub = segment_model(fp32_model, nodes, inputs, outputs, types)
             self.segments.append(Segment(inputs, outputs, _session(sub, threads, providers), wanted_bytes))
             del sub
+        for i, seg in enumerate(self.segments):
+            seg.keep = frozenset(t for later in self.segments[i + 1:] for t in later.inputs)
         largest = max((s.wanted_bytes for s in self.segments), default=1)
         self.batch = max(1, min(MAX_BATCH, self.budget // max(largest, 1)))
 
@@ -169,15 +172,15 @@ class OnnxCollector:
         if INPUT in self.stats.stats or INPUT in self.weighted:
             self._observe(INPUT, x)
         live = {INPUT: x}
-        for i, seg in enumerate(self.segments):
+        for seg in self.segments:
             outputs = seg.session.run(seg.outputs, {t: live[t] for t in seg.inputs})
+            live = {t: v for t, v in live.items() if t in seg.keep}
             for name, y in zip(seg.outputs, outputs):
                 if name in self.stats.stats or name in self.weighted:
                     self._observe(name, y)
-                live[name] = y
-            del outputs, y
-            needed = {t for s in self.segments[i + 1:] for t in s.inputs}
-            live = {t: v for t, v in live.items() if t in needed}
+                if name in seg.keep:
+                    live[name] = y
+            del outputs
         self.stats.images += len(x)
 
     def run(self, images: Iterable[np.ndarray], on_image: Callable[[int], None] | None = None) -> Statistics:
