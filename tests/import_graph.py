@@ -118,3 +118,13 @@ def external(names: set[str], *, deferred: bool = False) -> dict[str, set[str]]:
         imported = m.top_level | (m.deferred if deferred else frozenset())
         out[n] = {i.split(".")[0] for i in imported if i.split(".")[0] not in ("edge_resnet", "cli", "")}
     return out
+
+
+def torch_free() -> set[str]:
+    """Modules importable without torch: neither they nor anything they import at module level imports
+    torch or torchvision. The device install (`pip install edge-resnet`) can import every one of them, so
+    every one must run on the device's Python (3.8 on JetPack 5)."""
+    modules = project()
+    heavy = {"torch", "torchvision"}
+    return {m for m in modules
+            if not any(heavy & imported for imported in external(closure([m])).values())}

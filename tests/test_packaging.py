@@ -1,4 +1,4 @@
-"""What a user installs: one import name, a torch-free device install, device code that runs on Python 3.8.
+"""What a user installs: one import name, a torch-free device install (its Python 3.8 check: tests/test_py38.py).
 
 The wheel is built once per session from this checkout (pip wheel, as a user's pip would build it),
 its file list is checked against the source tree, and the slow test installs it into a fresh venv
@@ -7,7 +7,6 @@ without torch and runs the device commands on a run directory and bundle this su
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
@@ -74,26 +73,6 @@ def test_device_modules_import_no_torch() -> None:
     assert not {m for m in _device_modules() if m.startswith(("edge_resnet.training", "edge_resnet.models",
                                                                "edge_resnet.quant", "edge_resnet.calibration",
                                                                "edge_resnet.accuracy"))} - torch_free
-
-
-def test_device_modules_run_on_python_3_8() -> None:
-    """JetPack 5 has Python 3.8: vermin finds nothing newer in the device modules (annotations excepted,
-    which ``from __future__ import annotations`` keeps unevaluated), and every one that annotates has it."""
-    files = sorted(str(project()[m].path) for m in _device_modules())
-    proc = subprocess.run([str(Path(sys.executable).parent / "vermin"), "--no-tips", "--violations", "-t=3.8-", "--backport",
-                           "dataclasses", *files], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert not [f for f in files if _annotates(Path(f)) and "from __future__ import annotations" not in
-                Path(f).read_text()]
-
-
-def _annotates(path: Path) -> bool:
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.AnnAssign) or (isinstance(node, ast.arg) and node.annotation is not None):
-            return True
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
-            return True
-    return False
 
 
 DEVICE_HELP = ["--help", "camera --help", "bench --help", "verify --help", "build-engine --help", "bundle --help",

@@ -15,10 +15,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -54,6 +54,7 @@ TARGETS = ("tensorrt", "cpu")
 WRITES = ("fp32", "tensorrt", "cpu", "implicit", "calib", "cache", "report_json", "report_md", "manifest")
 SELECTION_IMAGES = 128  # held-out images "auto" scores the calibrators on (the rest verify)
 
+# typing.Callable: an alias is evaluated at import, and collections.abc.Callable[...] needs Python 3.9
 Progress = Callable[[str, int], "contextlib.AbstractContextManager[Callable[[int], None]]"]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Tuple, Union
 
 import numpy as np
 
@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
 
-Provider = str | tuple[str, dict[str, Any]]  # a name, or (name, options) as ORT accepts them
+# a name, or (name, options) as ORT accepts them; typing's spelling because an alias is evaluated at import
+# and JetPack 5's Python 3.8 has neither `X | Y` between types nor tuple[...]
+Provider = Union[str, Tuple[str, Dict[str, Any]]]
 
 
 def _ort() -> Any:

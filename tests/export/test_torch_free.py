@@ -1,11 +1,13 @@
 """The TensorRT/CUDA tests run on a device without torch: test_tensorrt_engine.py collected and run in a
 fresh interpreter where every ``import torch`` fails (a sitecustomize that blocks it, standing for a
 Jetson with only JetPack's TensorRT, numpy and ONNX Runtime). Here they then skip (no TensorRT), but
-they must get that far: no import, fixture or marker decision may need torch."""
+they must get that far: no import, fixture or marker decision may need torch. Where TensorRT and a GPU
+exist they run, and must pass. Their Python 3.8 check is in tests/test_py38.py."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,18 +28,9 @@ def test_tensorrt_tests_need_no_torch(tmp_path: Path) -> None:
     assert "error" not in out.lower().replace("error::futurewarning", ""), out[-4000:]
     probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
     assert probe.returncode != 0 and "torch is blocked" in probe.stderr  # the block really held
+    # where TensorRT and a GPU exist the tests run and pass; elsewhere each skips, and only for the hardware
+    counts = dict((word, int(n)) for n, word in re.findall(r"(\d+) (passed|skipped|failed|errors?)\b", out))
+    assert counts.get("passed", 0) + counts.get("skipped", 0) > 0 and not counts.get("failed"), out[-4000:]
     skipped = [ln for ln in done.stdout.splitlines() if ln.startswith("SKIPPED")]
-    assert skipped and all("needs TensorRT" in ln or "needs a CUDA GPU" in ln for ln in skipped), out[-4000:]
+    assert all("needs TensorRT" in ln or "needs a CUDA GPU" in ln for ln in skipped), out[-4000:]
 
-
-def test_tensorrt_tests_run_on_python_3_8() -> None:
-    """JetPack 5's Python is 3.8: the files the TensorRT tests load there need nothing newer (vermin)."""
-    import shutil
-
-    vermin = shutil.which("vermin", path=str(Path(sys.executable).parent))
-    assert vermin, "vermin is part of the dev extra"
-    files = [ROOT / "tests" / "conftest.py", ROOT / "tests" / "export" / "conftest.py",
-             ROOT / "tests" / "export" / "util.py", ROOT / "tests" / "export" / "test_tensorrt_engine.py"]
-    done = subprocess.run([vermin, "--no-tips", "--violations", "-t=3.8-", "--backport", "dataclasses",
-                           *map(str, files)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:]
