@@ -4,7 +4,10 @@ bundle and docs/jetson.md share (a test keeps the page's table equal to ``JETPAC
 Sources: NVIDIA's JetPack release pages (components per release); the TensorRT 11.4.1 "Working
 with DLA" page and release notes (DLA: "TensorRT 10.7 was the last 10.x release that supported
 DLA"; "unavailable in TensorRT 11.0 through 11.3"; 11.4.0 had it on Windows on ARM only; 11.4.1
-on Jetson AGX Orin with JetPack 7.2.2 or later; "Jetson Thor has no DLA"); the Orin module data
+on Jetson AGX Orin with JetPack 7.2.2 or later; "Jetson Thor has no DLA"); TensorRT 11.5.0's pages ("NVIDIA
+JetPack is not supported in TensorRT 11.5.0 ... Jetson deployments remain on TensorRT 11.4.1"; its DLA is
+a Windows-on-ARM beta only); JetPack 7.2 (L4T R39.2: CUDA 13.2, TensorRT 10.16.2, Orin and Thor on one
+stack, as read from flashed devices in roboflow/inference#2531 and OE4T/meta-tegra#2224); the Orin module data
 sheets (Orin Nano has no DLA); NVIDIA's TensorRT Python samples and cuda-python's install notes
 (cuda-python is pinned to the CUDA major of the driver: cuda-bindings 13.x needs driver 580+).
 Torch-free and TensorRT-free.
@@ -40,6 +43,9 @@ JETPACKS: tuple[JetPack, ...] = (
     JetPack("6.1/6.2", "AGX Orin, Orin NX/Nano", "22.04", "3.10", "12.6", "10.3.0", "cuda-python>=12.2,<13",
             "jetpack6", True),
     JetPack("7.0/7.1", "Thor", "24.04", "3.12", "13.0", "10.13.3", "cuda-python>=13,<14", "jetpack7", True),
+    JetPack("7.2", "AGX Orin, Orin NX/Nano, Thor", "24.04", "3.12", "13.2", "10.16.2", "cuda-python>=13,<14",
+            "jetpack7", True),
+    # not shipped with JetPack: NVIDIA's TensorRT 11.4.1 SBSA package, installed on JetPack 7.2.2 or later
     JetPack("7.2.2+", "AGX Orin, Thor", "24.04", "3.12", "13.x", "11.4.1", "cuda-python>=13,<14", "jetpack7", False),
 )
 
@@ -47,6 +53,9 @@ JETPACKS: tuple[JetPack, ...] = (
 NO_DLA_BOARDS = {"orin nano": "Jetson Orin Nano", "thor": "Jetson Thor"}
 LAST_10X_DLA = (10, 7)
 FIRST_11X_DLA = (11, 4, 1)
+# the newest TensorRT minor NVIDIA supports on JetPack: 11.5.0 "does not support JetPack" (DLA there is a
+# Windows-on-ARM beta); raise it when NVIDIA lists a newer Jetson release
+LAST_JETSON_11X = (11, 4)
 DLA_JETPACK_11 = (7, 2, 2)
 
 
@@ -61,11 +70,16 @@ def dla_version_refusal(tensorrt: str) -> str | None:
     version = short_version(tensorrt)
     v = version_tuple(version)
     if v[0] == 10 and v[:2] > LAST_10X_DLA:
-        return (f"TensorRT {version} has no DLA support (10.7 was the last 10.x with DLA); drop --dla to build "
-                "for the GPU, or use JetPack 6's TensorRT 10.3")
+        return (f"TensorRT {version} has no DLA support (10.7 was the last 10.x with DLA); drop --dla to build for "
+                "the GPU, or use JetPack 6's TensorRT 10.3 (or TensorRT 11.4.1 on Jetson AGX Orin with JetPack "
+                "7.2.2+)")
     if v[0] == 11 and v < FIRST_11X_DLA:
         return (f"TensorRT {version} has no DLA support on Jetson (it returned in 11.4.1, on Jetson AGX Orin "
                 "with JetPack 7.2.2+); drop --dla to build for the GPU")
+    if v[:2] > LAST_JETSON_11X:
+        return (f"TensorRT {version} does not support JetPack, so it has no Jetson DLA (NVIDIA lists its DLA for "
+                "Windows on ARM only); use TensorRT 11.4.1 on Jetson AGX Orin with JetPack 7.2.2+, or drop --dla "
+                "to build for the GPU")
     return None
 
 

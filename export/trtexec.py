@@ -26,7 +26,8 @@ from dataclasses import replace
 from edge_resnet import __version__
 from edge_resnet.export.build_plan import BuildOptions, BuildPlan, plan_build
 from edge_resnet.contract.engine import engine_filename, version_code, version_tuple
-from edge_resnet.export.jetson import DLA_JETPACK_11, FIRST_11X_DLA, LAST_10X_DLA, NO_DLA_BOARDS, dla_device_refusal, dla_version_refusal
+from edge_resnet.export.jetson import (DLA_JETPACK_11, FIRST_11X_DLA, LAST_10X_DLA, LAST_JETSON_11X, NO_DLA_BOARDS,
+                                      dla_device_refusal, dla_version_refusal)
 
 TRTEXEC_JETPACK = "/usr/src/tensorrt/bin/trtexec"
 FLAG_ARGS = {"INT8": "--int8", "FP16": "--fp16", "GPU_FALLBACK": "--allowGPUFallback"}
@@ -160,14 +161,21 @@ def _dla_checks() -> str:
     jp = ".".join(map(str, DLA_JETPACK_11))
     old_jetpack = shlex.quote(script_words(dla_device_refusal(None, "11.4.1", "7.1"))).replace(
         "11.4.1", "'\"$VERSION\"'").replace("JetPack 7.1", "JetPack '\"$JETPACK\"'")
+    not_agx = shlex.quote(script_words(dla_device_refusal("jetson orin nx", "11.4.1"))).replace(
+        "11.4.1", "'\"$VERSION\"'")
+    newer = f"{LAST_JETSON_11X[0]}.{LAST_JETSON_11X[1] + 1}.0"
     lines = [f'  if [ "$FAMILY" = 10 ] && [ "$MINOR" -gt {last_minor} ]; then fail {said(f"10.{last_minor + 1}.0")}; fi',
-             f'  if [ "$FAMILY" = 11 ] && {{ [ "$MINOR" -lt {FIRST_11X_DLA[1]} ] || {{ [ "$MINOR" -eq {FIRST_11X_DLA[1]} ] '
+             f'  if [ "$MAJOR" = 11 ] && {{ [ "$MINOR" -lt {FIRST_11X_DLA[1]} ] || {{ [ "$MINOR" -eq {FIRST_11X_DLA[1]} ] '
              f'&& [ "$PATCH" -lt {FIRST_11X_DLA[2]} ]; }}; }}; then fail {said("11.0.0")}; fi',
+             f'  if [ "$FAMILY" = 11 ] && {{ [ "$MAJOR" -gt {LAST_JETSON_11X[0]} ] || [ "$MINOR" -gt {LAST_JETSON_11X[1]} ]; }}; '
+             f'then fail {said(newer)}; fi',
              '  if [ "$FAMILY" = 11 ] && [ -n "$JETPACK" ] && '
              f'[ "$(printf \'%s\\n\' {jp} "$JETPACK" | sort -V | head -n 1)" != {jp} ]; then fail {old_jetpack}; fi',
              '  case "$(printf \'%s\' "$GPU" | tr \'A-Z\' \'a-z\')" in']
     for key in NO_DLA_BOARDS:
         lines.append(f"    *{shlex.quote(key)}*) fail {shlex.quote(script_words(dla_device_refusal(key, '10.3.0')))} ;;")
+    # 11.4.1 has DLA on Jetson AGX Orin only (Orin NX has DLA cores, but NVIDIA's 11.x serves none there)
+    lines.append(f'    *agx*orin*) ;;\n    *orin*) [ "$FAMILY" != 11 ] || fail {not_agx} ;;')
     lines.append("  esac")
     return "\n".join(lines)
 
@@ -205,11 +213,13 @@ if [ "$MAJOR" -ge 11 ]; then FAMILY=11; elif [ "$MAJOR" -ge 10 ]; then FAMILY=10
 TRT85=""; [ "$FAMILY" != 8 ] || [ "$MINOR" -ge 6 ] || TRT85=1
 
 # the device: a Jetson names itself in the device tree, other machines through nvidia-smi
+# (EDGE_RESNET_SYSROOT: where those files are read from, for testing with a recorded board; default /)
+ROOT="${{EDGE_RESNET_SYSROOT:-}}"
 L4T=""; JETPACK=""; GPU=""; CC=""
-if [ -f /etc/nv_tegra_release ]; then
-  L4T="$(sed -n 's/^# R\([0-9]*\) (release), REVISION: \([0-9]*\)\.\([0-9]*\).*/\1.\2.\3/p' /etc/nv_tegra_release | head -n 1)"
+if [ -f "$ROOT/etc/nv_tegra_release" ]; then
+  L4T="$(sed -n 's/^# R\([0-9]*\) (release), REVISION: \([0-9]*\)\.\([0-9]*\).*/\1.\2.\3/p' "$ROOT/etc/nv_tegra_release" | head -n 1)"
   JETPACK="$(dpkg-query -W -f='${{Version}}' nvidia-jetpack 2>/dev/null | sed -n 's/^\([0-9][0-9.]*\).*/\1/p' || true)"
-  GPU="$(tr -d '\000' < /proc/device-tree/model 2>/dev/null || true)"
+  GPU="$(tr -d '\000' < "$ROOT/proc/device-tree/model" 2>/dev/null || true)"
 fi
 if command -v nvidia-smi >/dev/null 2>&1; then
   [ -n "$GPU" ] || GPU="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || true)"

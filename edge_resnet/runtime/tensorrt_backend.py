@@ -51,10 +51,21 @@ def _cudart() -> Any:
         from cuda.bindings import runtime as cudart
     except ImportError:
         try:
-            from cuda import cudart  # cuda-python before 12.6
+            from cuda import cudart  # cuda-python without cuda.bindings (it arrived in 12.6.1 and 11.8.4)
         except ImportError:
             raise EdgeResNetError(f"cuda-python is not installed; {INSTALL_HINT}") from None
     return cudart
+
+
+def stream_handle(stream: Any) -> int:
+    """The raw cudaStream_t value TensorRT's ``execute_async_v3`` takes. cuda-bindings 12.9.1/13.0 deprecate
+    ``int(stream)`` in favour of ``cuda.bindings.utils.get_cuda_native_handle``; older bindings (JetPack 5's
+    11.x, JetPack 6's 12.x before 12.9.1) have only ``int()``."""
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int(stream)
+    return int(get_cuda_native_handle(stream))
 
 
 def cuda_python_version() -> str | None:
@@ -220,7 +231,7 @@ class TensorRTBackend:
         nbytes_out = b * self._out.nbytes // self.max_batch
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         _check(cudart.cudaMemcpyAsync(self._in.device, self._in.host_ptr, nbytes_in, h2d, self.stream), "copy to GPU")
-        if not self.context.execute_async_v3(int(self.stream)):
+        if not self.context.execute_async_v3(stream_handle(self.stream)):
             raise EdgeResNetError(f"TensorRT failed to run {self.path.name} on a batch of {b}")
         _check(cudart.cudaMemcpyAsync(self._out.host_ptr, self._out.device, nbytes_out, d2h, self.stream),
                "copy from GPU")

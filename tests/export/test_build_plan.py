@@ -66,6 +66,10 @@ def test_dla_on_weakly_typed_versions(trt: str) -> None:
     ("11.0", "TensorRT 11.0.0 has no DLA support on Jetson (it returned in 11.4.1"),
     ("11.3.1", "TensorRT 11.3.1 has no DLA support on Jetson"),
     ("11.4.0", "TensorRT 11.4.0 has no DLA support on Jetson"),  # 11.4.0: DLA on Windows on ARM only
+    # 11.5.0 "does not support JetPack"; its DLA is a Windows-on-ARM beta (TensorRT 11.5.0, Working with DLA)
+    ("11.5.0", "TensorRT 11.5.0 does not support JetPack, so it has no Jetson DLA"),
+    ("12.0.1", "TensorRT 12.0.1 does not support JetPack"),
+    ("10.16.2", "TensorRT 10.16.2 has no DLA support"),  # JetPack 7.2's
 ])
 def test_dla_exists_only_where_nvidia_ships_it(trt: str, message: str) -> None:
     """NVIDIA's "Working with DLA" (TensorRT 11.4.1): 10.7 was the last 10.x with DLA, 11.0-11.3 have none,

@@ -341,3 +341,65 @@ def test_the_script_of_8_5_runs_only_what_8_5_parses(fresh_bundle: Path, tools: 
         argv = (tmp_path / "argv").read_bytes().split(b"\0")[:-1]
         assert argv[-1] == b"--buildOnly" and b"--skipInference" not in argv
         assert not [a for a in argv if a.startswith(b"--builderOptimizationLevel")]
+
+
+def _jetson(root: Path, model: str, l4t: str, jetpack: str) -> Path:
+    """A recorded Jetson for the script: its device-tree model and nv_tegra_release under ``root``, and a
+    dpkg-query that reports nvidia-jetpack's version, as on the board."""
+    (root / "etc").mkdir(parents=True)
+    major, revision = l4t.split(".", 1)
+    (root / "etc" / "nv_tegra_release").write_text(
+        f"# R{major} (release), REVISION: {revision}, GCID: 38727000, BOARD: generic, EABI: aarch64, "
+        "DATE: Mon Jun  1 00:00:00 UTC 2026\n")
+    (root / "proc" / "device-tree").mkdir(parents=True)
+    (root / "proc" / "device-tree" / "model").write_bytes(model.encode() + b"\0")
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dpkg-query").write_text(f"#!/usr/bin/env bash\n[ \"${{@: -1}}\" = nvidia-jetpack ] && "
+                                        f"printf '%s' '{jetpack}-b100' || exit 1\n")
+    (bin_dir / "dpkg-query").chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize(("model", "l4t", "jetpack", "code", "message"), [
+    # NVIDIA (TensorRT 11.4.1 "Working with DLA"): DLA on Jetson AGX Orin only, and only with JetPack 7.2.2+
+    ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", "39.2.2", "7.2.2", 110401,
+     "TensorRT 11.4.1 runs DLA on Jetson AGX Orin only"),
+    ("NVIDIA Jetson AGX Orin Developer Kit", "38.4.0", "7.1", 110401,
+     "TensorRT 11.4.1 runs DLA only with JetPack 7.2.2 or later; this device has JetPack 7.1"),
+    ("NVIDIA Jetson AGX Orin Developer Kit", "39.2.2", "7.2.2", 110400, "TensorRT 11.4.0 has no DLA support on Jetson"),
+    ("NVIDIA Jetson AGX Orin Developer Kit", "39.2.2", "7.2.2", 110500,
+     "TensorRT 11.5.0 does not support JetPack, so it has no Jetson DLA"),
+    ("NVIDIA Jetson AGX Orin Developer Kit", "39.2.0", "7.2", 101602, "TensorRT 10.16.2 has no DLA support"),
+])
+def test_the_script_refuses_dla_as_the_plan_does_on_a_jetson(model: str, l4t: str, jetpack: str, code: int,
+                                                              message: str, fresh_bundle: Path, tools: Path,
+                                                              tmp_path: Path) -> None:
+    """On a recorded board (its files under EDGE_RESNET_SYSROOT): the script's refusal is the plan's, word for
+    word, before trtexec builds anything."""
+    bin_dir = _jetson(tmp_path / "board", model, l4t, jetpack)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{tools}{os.pathsep}{SYSTEM_PATH}", "HOME": str(tmp_path), "LC_ALL": "C",
+           "FAKE_TRT_ARGV": str(tmp_path / "argv"), "FAKE_DLA_CORES": "2", "FAKE_TRT_CODE": str(code),
+           "EDGE_RESNET_SYSROOT": str(tmp_path / "board")}
+    done = subprocess.run(["bash", str(fresh_bundle / SCRIPT), "int8", "0"], cwd=fresh_bundle.parent, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and f"build_engine.sh: {message}" in done.stderr, done.stderr
+    with pytest.raises(ConfigError) as planned:
+        plan_build(version_from_code(code), BuildOptions(dla_core=0), {"model.int8.onnx", "model.fp32.onnx",
+                                                                        "model.int8.implicit.onnx", "calib.cache"},
+                   device=model, jetpack=jetpack)
+    assert str(planned.value).replace("drop --dla", "drop the DLA core argument") in done.stderr
+    assert not (tmp_path / "argv").exists()  # trtexec never built
+
+
+def test_the_script_lets_agx_orin_with_jetpack_7_2_2_build_on_dla_with_11_4_1(fresh_bundle: Path, tools: Path,
+                                                                             tmp_path: Path) -> None:
+    """The one Jetson DLA of TensorRT 11.x passes the script's checks and reaches trtexec (whose 11.4.1 option set
+    the stand-in does not hold: that refusal is the stand-in's, not the script's)."""
+    bin_dir = _jetson(tmp_path / "board", "NVIDIA Jetson AGX Orin Developer Kit", "39.2.2", "7.2.2")
+    env = {"PATH": f"{bin_dir}{os.pathsep}{tools}{os.pathsep}{SYSTEM_PATH}", "HOME": str(tmp_path), "LC_ALL": "C",
+           "FAKE_DLA_CORES": "2", "FAKE_TRT_CODE": "110401", "EDGE_RESNET_SYSROOT": str(tmp_path / "board")}
+    done = subprocess.run(["bash", str(fresh_bundle / SCRIPT), "int8", "0"], cwd=fresh_bundle.parent, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert "building model.int8.dla0" in done.stdout and "nvidia-jetson-agx-orin-developer-kit" in done.stdout
+    assert "build_engine.sh:" not in done.stderr and "has no option set for TensorRT code '110401'" in done.stderr

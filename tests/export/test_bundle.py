@@ -26,11 +26,11 @@ from edge_resnet.runtime.validate import DEFAULT_MIN_AGREEMENT, ValidationSet
 from edge_resnet.export.bundle import MAX_FILES, safe_extract
 from tests.export.util import entries, one_line_error, run_cli, sha256, tree
 
-BUNDLED = ["build_engine.sh", "calib.cache", "calib.trt100300.cache", "calib.trt101303.cache", "calib.trt8502.cache",
+BUNDLED = ["build_engine.sh", "calib.cache", "calib.trt100300.cache", "calib.trt101303.cache", "calib.trt101602.cache", "calib.trt8502.cache",
            "calib.trt8602.cache", "manifest.json", "model.fp16.onnx", "model.fp32.onnx", "model.int8.cpu.onnx",
            "model.int8.implicit.onnx", "model.int8.onnx", "validation.npz"]
 VERSIONED_CACHES = {"calib.trt8502.cache": "8.5.2", "calib.trt8602.cache": "8.6.2", "calib.trt100300.cache": "10.3.0",
-                    "calib.trt101303.cache": "10.13.3"}
+                    "calib.trt101303.cache": "10.13.3", "calib.trt101602.cache": "10.16.2"}
 
 
 def _normalize(pixels: np.ndarray, spec: dict) -> np.ndarray:

@@ -53,7 +53,7 @@ def test_the_readme_points_to_the_page() -> None:
 
 
 def test_bundle_cache_versions_are_the_jetpacks_with_implicit_int8() -> None:
-    assert calib_cache_versions() == ("8.5.2", "8.6.2", "10.3.0", "10.13.3")
+    assert calib_cache_versions() == ("8.5.2", "8.6.2", "10.3.0", "10.13.3", "10.16.2")
 
 
 def test_dla_core_refusal() -> None:
@@ -81,3 +81,14 @@ def test_cuda_python_must_not_be_newer_than_the_driver(bindings: str | None, dri
         assert f"cuda-python {bindings} is built for CUDA {bindings.split('.')[0]}" in why
         assert f"this driver supports CUDA {major}.{driver % 1000 // 10}" in why
         assert f"'cuda-python>={major},<{major + 1}'" in why and "docs/jetson.md" in why
+
+
+def test_the_stream_handed_to_tensorrt_is_the_raw_handle() -> None:
+    """execute_async_v3 takes the stream's raw value: read through cuda-bindings' own accessor where it has one
+    (``int(stream)`` is deprecated from 12.9.1/13.0), the same number either way. No GPU is needed to wrap a value."""
+    cudart = pytest.importorskip("cuda.bindings.runtime")
+    from edge_resnet.runtime.tensorrt_backend import stream_handle
+
+    for raw in (0, 1234, 2**40 + 7):
+        stream = cudart.cudaStream_t(raw)
+        assert stream_handle(stream) == raw and isinstance(stream_handle(stream), int)
