@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import signal
 import subprocess
 import sys
 
@@ -66,3 +67,20 @@ def _seed() -> None:
         import torch
 
         torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers(request: pytest.FixtureRequest):
+    """Every test leaves SIGINT/SIGTERM as it found them. Started from a background shell (``cmd &``, many CI
+    runners) SIGINT is SIG_IGN, not Python's default_int_handler: tests compare with what was there, and a
+    test that leaves its own handler behind fails here (after the handler is put back, so the next test runs
+    as the suite started)."""
+    watched = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.getsignal(sig) for sig in watched}
+    yield
+    changed = [signal.Signals(sig).name for sig in watched if signal.getsignal(sig) is not before[sig]]
+    for sig in watched:
+        if before[sig] is not None:  # None: a handler installed outside Python, which Python cannot put back
+            signal.signal(sig, before[sig])
+    if changed:
+        pytest.fail(f"{request.node.nodeid} left its own {', '.join(changed)} handler behind", pytrace=False)
