@@ -1,6 +1,8 @@
 """The ``edge-resnet`` command: parse options, call one library function, print its result.
 
-Every EdgeResNetError becomes one line on stderr and exit code 1; argparse usage errors exit 2.
+Every EdgeResNetError becomes one line on stderr and exit code 1, and so does an OSError (a full disk, a
+permission, a device that went away); argparse usage errors exit 2. Anything else is a bug of ours: one
+line says so and where its traceback was saved, and the exit code is 70 (``EXIT_BUG``).
 Commands live in two tables: the device's (``device.py``: no torch, Python 3.8) and the
 workstation's (``workstation.py``: PyTorch, the ``train`` extra). Only the chosen command's
 options are built, and every handler imports what it runs, so ``edge-resnet camera --help``
@@ -14,12 +16,17 @@ import importlib.util
 import logging
 import os
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 from edge_resnet import __version__
 from edge_resnet.cli._common import Command
 from edge_resnet.cli.device import COMMANDS as DEVICE_COMMANDS
 from edge_resnet.cli.workstation import COMMANDS as WORKSTATION_COMMANDS
+from edge_resnet.contract import EXIT_BUG
 from edge_resnet.errors import EdgeResNetError
 
 # the order `edge-resnet --help` lists them in
@@ -84,6 +91,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # the reader (e.g. `| head`) went away: silence the final flush instead of a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as e:  # the system said no: disk full, permission, a device that went away
+        print(f"edge-resnet: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a bug of ours: one line, the traceback in a file
+        saved = _save_traceback(argv)
+        where = f"the traceback is in {saved}" if saved else "the traceback could not be saved"
+        print(f"edge-resnet: internal error (a bug in edge-resnet {__version__}, not in your input): "
+              f"{type(e).__name__}: {e}; {where}; please report it", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _save_traceback(argv: Sequence[str]) -> Optional[Path]:
+    """The current exception's traceback, the command line and the versions, in a new file under the user's
+    cache folder (or the temp folder); None when neither can be written."""
+    text = (f"edge-resnet {__version__}, Python {sys.version.split()[0]} on {sys.platform}\n"
+            f"command: edge-resnet {' '.join(argv)}\n\n{traceback.format_exc()}")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-resnet"
+    for folder in (cache, Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]

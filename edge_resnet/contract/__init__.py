@@ -13,6 +13,9 @@ from edge_resnet.contract.files import BY_ROLE, RunFile
 
 # exit status of a command whose accuracy check failed (its report is still written)
 EXIT_TOLERANCE = 3
+# exit status of a bug of ours (an unexpected exception): EX_SOFTWARE of BSD's sysexits.h, "internal software
+# error"; the traceback goes to a file and one line names it. A user's mistake is 1, an argparse usage error 2.
+EXIT_BUG = 70
 
 # range calibrators (edge_resnet.calibration.calibrators); "auto" tries them all and keeps the best
 CALIBRATORS: Tuple[str, ...] = ("max", "percentile", "entropy", "mse")
