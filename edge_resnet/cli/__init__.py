@@ -63,8 +63,8 @@ def _workstation_check(command: str) -> None:
         return
     if sys.version_info < (3, 10):
         raise EdgeResNetError(f"`edge-resnet {command}` needs Python 3.10 or newer (this is "
-                              f"{sys.version_info[0]}.{sys.version_info[1]}); run it on the workstation, and "
-                              "bundle, build-engine, verify, bench and camera on the device")
+                              f"{sys.version_info[0]}.{sys.version_info[1]}); run it on the workstation; "
+                              f"this Python runs the device commands: {', '.join(DEVICE_COMMANDS)}")
     missing = [m for m in ("torch", "torchvision") if importlib.util.find_spec(m) is None]
     if missing:
         raise EdgeResNetError(f"`edge-resnet {command}` needs PyTorch ({' and '.join(missing)} not installed); "

@@ -1,6 +1,6 @@
 """Inference backends: a float32 NCHW batch in, float32 logits out.
 
-Only ONNX Runtime for now; a TensorRT engine backend comes with the TensorRT/Jetson work.
+ONNX Runtime here (any execution provider it offers); TensorRT engines in ``tensorrt_backend.py``.
 ``onnxruntime`` is imported when a backend is built, so ``import edge_resnet.runtime`` works on a
 box that has only the TensorRT Python bindings.
 """
