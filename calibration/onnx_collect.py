@@ -14,10 +14,9 @@ that those fit the budget. Nothing grows with the number of images. No torch.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -26,6 +25,7 @@ from onnx import TensorProto, helper
 
 from edge_resnet.models.dataflow import INPUT, Graph
 from edge_resnet.models.onnx_import import weightless
+from edge_resnet.sessions import open_session
 
 DEFAULT_BUDGET_MB = 64.0
 MAX_BATCH = 64
@@ -116,24 +116,11 @@ def segment_model(model: onnx.ModelProto, nodes: list[onnx.NodeProto], inputs: l
     return sub
 
 
-def _session(model: onnx.ModelProto, threads: int, providers: Sequence[str]):
-    """A session for ``model``, made from a temporary file: one made from bytes keeps them for its life
-    (onnxruntime's InferenceSession holds ``path_or_bytes``), a second copy of the weights."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    # no NCHWc layout: with every tensor an output it gains nothing and keeps a second copy of the weights
-    # (resnet50 at 224: 123 instead of 275 MB per session, as fast)
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    # the arena keeps the largest batch's buffers for the session's life; without it they are freed
-    opts.enable_cpu_mem_arena = False
-    with tempfile.TemporaryDirectory(prefix="edge-resnet-calib-") as tmp:
-        path = os.path.join(tmp, "segment.onnx")
-        with open(path, "wb") as f:
-            f.write(model.SerializeToString())
-        return ort.InferenceSession(path, opts, providers=list(providers))
+def _session(model: onnx.ModelProto, threads: int, providers: Sequence[str]) -> Any:
+    """A session for one segment: no NCHWc layout (with every tensor an output it gains nothing and keeps a
+    second copy of the weights: resnet50 at 224, 123 instead of 275 MB per session, as fast), and no arena
+    (it keeps the largest batch's buffers for the session's life)."""
+    return open_session(model, providers=providers, threads=threads, optimization="extended", memory_arena=False)
 
 
 class OnnxCollector:

@@ -10,30 +10,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
 
 import numpy as np
 
 from edge_resnet.errors import EdgeResNetError
+from edge_resnet.sessions import Provider, open_session, provider_names
+from edge_resnet.sessions import onnxruntime as _ort
 
 log = logging.getLogger(__name__)
 
 # best first; ORT places each node on the first provider in the list that can run it
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
-
-# a name, or (name, options) as ORT accepts them; typing's spelling because an alias is evaluated at import
-# and JetPack 5's Python 3.8 has neither `X | Y` between types nor tuple[...]
-Provider = Union[str, Tuple[str, Dict[str, Any]]]
-
-
-def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise EdgeResNetError("onnxruntime is not installed; `pip install onnxruntime` (onnxruntime-gpu for "
-                              "CUDA, or the Jetson wheel from NVIDIA's Jetson Zoo on a Jetson)") from None
-    return onnxruntime
 
 
 def available_providers() -> list[str]:
@@ -52,20 +40,8 @@ def default_providers(available: Sequence[str] | None = None) -> list[str]:
     return chosen if "CPUExecutionProvider" in chosen else [*chosen, "CPUExecutionProvider"]
 
 
-def provider_names(providers: Sequence[Provider]) -> list[str]:
-    return [p if isinstance(p, str) else p[0] for p in providers]
-
-
 def uses_gpu(providers: Sequence[Provider]) -> bool:
     return any(name in GPU_PROVIDERS for name in provider_names(providers))
-
-
-def _session_errors(ort: Any) -> tuple[type[BaseException], ...]:
-    # ORT's own exception types derive from Exception, not RuntimeError
-    state = ort.capi.onnxruntime_pybind11_state
-    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf", "InvalidGraph",
-             "NotImplemented", "RuntimeException", "ModelLoaded")
-    return (RuntimeError, ValueError, *(getattr(state, n) for n in names if hasattr(state, n)))
 
 
 class OnnxRuntimeBackend:
@@ -79,24 +55,12 @@ class OnnxRuntimeBackend:
     """
 
     def __init__(self, path: str | Path, providers: Sequence[Provider] | None = None, threads: int = 0) -> None:
-        ort = _ort()
         self.path = Path(path)
         if not self.path.is_file():
             raise EdgeResNetError(f"no model file at {self.path}")
-        available = list(ort.get_available_providers())
-        requested = default_providers(available) if providers is None else list(providers)
-        missing = [p for p in provider_names(requested) if p not in available]
-        if missing or not requested:
-            raise EdgeResNetError(f"execution provider(s) {missing or requested} not available in this onnxruntime "
-                                  f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA/TensorRT")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3  # ORT's warnings go to stderr, past our logging
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=requested)
-        except _session_errors(ort) as e:
-            raise EdgeResNetError(f"onnxruntime cannot load {self.path} ({' '.join(str(e).split())[:300]}); "
-                                  "re-export it with `edge-resnet export`") from None
+        requested = default_providers() if providers is None else list(providers)
+        self.session = open_session(self.path, providers=requested, threads=threads,
+                                    fix="re-export it with `edge-resnet export`")
         # what ORT really uses: a provider it could not start (e.g. TensorRT without its libraries) is dropped
         self.providers: list[str] = list(self.session.get_providers())
         if provider_names(requested)[0] not in self.providers:
