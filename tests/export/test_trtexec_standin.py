@@ -138,3 +138,27 @@ def test_profile_is_not_judged(stand_in, folder: Path, monkeypatch: pytest.Monke
     says so with exit status 2 instead of guessing."""
     rc, out, err = _run(stand_in, monkeypatch, capsys, "10.3.0", "--profile=0", f"--minShapes={GOOD}")
     assert rc == 2 and "not modelled" in err
+
+
+def test_the_stand_in_reads_onnx_inputs_as_onnx_does(stand_in) -> None:
+    """Its small protobuf reader (no onnx import per trtexec call) against the onnx package, on every model
+    of the committed bundle and on one with a fixed batch and an initializer listed among the inputs."""
+    import onnx
+
+    def reference(model: onnx.ModelProto) -> dict:
+        inits = {i.name for i in model.graph.initializer}
+        return {i.name: [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                         for d in i.type.tensor_type.shape.dim] for i in model.graph.input if i.name not in inits}
+
+    for path in sorted(PREBUILT.glob("*.onnx")):
+        assert stand_in.onnx_inputs(str(path)) == reference(onnx.load(str(path))), path
+    model = onnx.load(str(PREBUILT / "model.fp32.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    model.graph.input.append(onnx.helper.make_tensor_value_info(model.graph.initializer[0].name, 1, [3]))
+    data = model.SerializeToString()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "m.onnx").write_bytes(data)
+        got = stand_in.onnx_inputs(str(Path(tmp) / "m.onnx"))
+    assert got == reference(model) == {"input": [4, 3, 32, 32]}

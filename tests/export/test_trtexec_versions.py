@@ -185,7 +185,8 @@ UNLISTED = {
     "--explicitBatch": "8.x: deprecated, parsed with a warning", "--explicitPrecision": "8.x: deprecated, warns",
     "--nvtxMode": "8.x: deprecated by --profilingVerbosity", "--buildOnly": "8.6: deprecated by --skipInference",
     "--plugins": "deprecated by --staticPlugins", "--streams": "deprecated by --infStreams",
-    "--distributiveIndependence": "10.13+: parsed, undocumented", "--tuningResultFile": "11.1: hidden parent->child flag",
+    "--distributiveIndependence": "10.13+: parsed, undocumented",
+    "--tuningResultFile": "11.1: hidden parent->child flag",
 }
 
 
