@@ -5,7 +5,7 @@ tests/fixtures/tensorrt/trtexec_standin.py: it prints trtexec's banner for the v
 that version's option set (from its sampleOptions.cpp) and fails with "Unknown option" on anything
 else, checks the DLA core against the device's count, records its argv and writes the
 ``--saveEngine`` file. A stand-in ``nvidia-smi`` names the GPU. What is tested is our script's logic:
-that for each TensorRT version (8.5, 8.6, 10.3, 10.7, 10.13, 11.1) it runs exactly the arguments
+that for each TensorRT version (8.5, 8.6, 10.3, 10.7, 10.13, 10.16, 11.1) it runs exactly the arguments
 ``edge_resnet.export.trtexec.trtexec_args`` gives for the same plan and trtexec accepts them, names the
 engine as ``EngineKey`` does, refuses DLA where the plan does, and writes a sidecar the Python side
 reads and accepts (``decide`` -> reuse). The bundle is the committed one (tests/fixtures/bundle).
@@ -38,8 +38,8 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 GPU = "NVIDIA GeForce RTX 4090 (Lab #2)"
 CC = "8.9"
 # the versions whose trtexec option sets are recorded: 8.5 (JetPack 5.1), 8.6, 10.3 (JetPack 6.1/6.2),
-# 10.7 (the last 10.x with DLA), 10.13 (JetPack 7.0), 11.1 (11.x)
-CODES = [8502, 8601, 100300, 100700, 101303, 110100]
+# 10.7 (the last 10.x with DLA), 10.13 (JetPack 7.0), 10.16 (JetPack 7.2), 11.1 (11.x)
+CODES = [8502, 8601, 100300, 100700, 101303, 101600, 110100]
 SYSTEM_PATH = f"/usr/bin{os.pathsep}/bin"
 DLA_CORES = 2  # the device the stand-in plays has two DLA cores (an AGX Orin): refusals are the script's
 
