@@ -38,8 +38,8 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 GPU = "NVIDIA GeForce RTX 4090 (Lab #2)"
 CC = "8.9"
 # the versions whose trtexec option sets are recorded: 8.5 (JetPack 5.1), 8.6, 10.3 (JetPack 6.1/6.2),
-# 10.7 (the last 10.x with DLA), 10.13 (JetPack 7.0), 10.16 (JetPack 7.2), 11.1 (11.x)
-CODES = [8502, 8601, 100300, 100700, 101303, 101600, 110100]
+# 10.7 (the last 10.x with DLA), 10.13 (JetPack 7.0), 10.16.2 (JetPack 7.2, played by the v10.16 table), 11.1 (11.x)
+CODES = [8502, 8601, 100300, 100700, 101303, 101602, 110100]
 SYSTEM_PATH = f"/usr/bin{os.pathsep}/bin"
 DLA_CORES = 2  # the device the stand-in plays has two DLA cores (an AGX Orin): refusals are the script's
 
