@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edge_resnet import optional
 from edge_resnet.contract.engine import System, short_version
 
 # where JetPack keeps its identity; read as files so tests can point them elsewhere
@@ -64,13 +65,9 @@ def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
             continue
     if "tensorrt" not in versions:
         # JetPack installs the TensorRT bindings from a Debian package, often without dist-info
-        import importlib.util
-
-        try:
-            if importlib.util.find_spec("tensorrt") is not None:
-                versions["tensorrt"] = "present (version not in its metadata)"
-        except (ImportError, ValueError):
-            pass
+        found = optional.version("tensorrt")
+        if found is not None:
+            versions["tensorrt"] = found
     return versions
 
 
@@ -175,11 +172,8 @@ def parse_jetpack_version(text: str) -> str | None:
 
 def installed_tensorrt() -> str | None:
     """The version of the importable ``tensorrt`` package, or None."""
-    try:
-        import tensorrt
-    except (ImportError, OSError):
-        return None
-    return short_version(tensorrt.__version__)
+    found = optional.version("tensorrt")
+    return None if found is None else short_version(found)
 
 
 def _cuda_device() -> tuple[str | None, str | None]:

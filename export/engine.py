@@ -24,6 +24,7 @@ from typing import Any
 
 from edge_resnet import atomic
 from edge_resnet.errors import EdgeResNetError
+from edge_resnet.optional import require
 from edge_resnet.export.build_plan import BuildOptions, BuildPlan, plan_build
 from edge_resnet.contract.engine import EngineKey, System, version_code, write_sidecar
 from edge_resnet.environment import probe_system
@@ -35,13 +36,7 @@ HEARTBEAT_S = 15.0
 
 
 def import_tensorrt() -> Any:
-    try:
-        import tensorrt
-    except (ImportError, OSError) as e:
-        raise EdgeResNetError(f"TensorRT's Python bindings are not importable ({e}); on a Jetson install "
-                              "python3-libnvinfer (JetPack's, not the PyPI wheel; docs/jetson.md), elsewhere "
-                              "pip install 'edge-resnet[tensorrt-cu12]'") from None
-    return tensorrt
+    return require("tensorrt", "building a TensorRT engine")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from tests.import_graph import closure, project
 # bottom to top; a module's layer is its subpackage (or module) under edge_resnet
 LAYERS = [
     {"edge_resnet", "errors", "atomic", "runs", "_lazy", "contract", "imaging", "environment", "torch_settings",
-     "sessions"},
+     "sessions", "optional"},
     {"models"}, {"data"}, {"training"}, {"fold"}, {"calibration"}, {"quant"}, {"export"}, {"accuracy"},
     {"runtime"}, {"bench"},
     {"experiments", "pipeline", "deploy", "analysis", "ptq", "qat"},

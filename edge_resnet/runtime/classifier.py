@@ -213,7 +213,7 @@ def _engine_backend(manifest: Manifest, precision: str, required: bool) -> Any:
         return None
 
     if tensorrt_version() is None:
-        return fail_or_none("TensorRT is not importable here (install python3-libnvinfer on JetPack, see "
+        return fail_or_none("running a TensorRT engine needs tensorrt, which is not importable here (install python3-libnvinfer on JetPack, see "
                             "docs/jetson.md; elsewhere pip install 'edge-resnet[tensorrt-cu12]')")
     if not any(manifest.run_dir.glob("*.engine")):
         return fail_or_none(f"{manifest.run_dir} has no TensorRT engine; build one with "

@@ -28,17 +28,14 @@ from typing import Any
 import numpy as np
 
 from edge_resnet.errors import EdgeResNetError
+from edge_resnet.optional import require, version
 
 log = logging.getLogger(__name__)
 
 
 def tensorrt_version() -> str | None:
     """The importable TensorRT's version, or None."""
-    try:
-        import tensorrt
-    except (ImportError, OSError):
-        return None
-    return str(tensorrt.__version__)
+    return version("tensorrt")
 
 
 INSTALL_HINT = ("install the cuda-python pinned to your JetPack: pip install 'edge-resnet[jetpack6]' (JetPack 6), "
@@ -150,12 +147,7 @@ class TensorRTBackend:
     settings = {"cuda_graph": False, "data_transfers": True, "pinned_host_memory": True, "streams": 1}
 
     def __init__(self, path: str | Path, device: int = 0, dla_core: int | None = None) -> None:
-        try:
-            import tensorrt as trt
-        except (ImportError, OSError) as e:
-            raise EdgeResNetError(f"TensorRT is not importable ({e}); on a Jetson install python3-libnvinfer "
-                                  "(JetPack's, not the PyPI wheel), elsewhere pip install 'edge-resnet[tensorrt-cu12]'; "
-                                  "or use the ONNX Runtime backend") from None
+        trt = require("tensorrt", "running a TensorRT engine")
         self.trt, self.cudart = trt, _cudart()
         self.path = Path(path)
         if not self.path.is_file():

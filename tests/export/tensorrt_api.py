@@ -396,6 +396,11 @@ class ModuleScanner:
 
     def _call(self, node: ast.Call, env: dict[str, T], guards: tuple[ast.expr, ...], f: _Function) -> T | None:
         func = node.func
+        # edge_resnet.optional.require/probe("tensorrt", ...): the project's one way to import it
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+        if name in ("require", "probe") and node.args and isinstance(node.args[0], ast.Constant) and \
+                node.args[0].value == "tensorrt":
+            return MODULE
         if isinstance(func, ast.Name) and func.id in ("getattr", "hasattr") and len(node.args) >= 2:
             owner = self._expr(node.args[0], env, guards, f)
             key = node.args[1]

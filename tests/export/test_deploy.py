@@ -276,7 +276,7 @@ def test_build_engine_without_tensorrt_is_one_line(fresh_bundle: Path, tmp_path:
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     before = tree(fresh_bundle)
-    one_line_error(*run_cli("build-engine", str(fresh_bundle)), "TensorRT's Python bindings are not importable")
+    one_line_error(*run_cli("build-engine", str(fresh_bundle)), "building a TensorRT engine needs tensorrt, which is not importable")
     (fresh_bundle / "x.engine").write_bytes(b"plan")
     write_sidecar(fresh_bundle / "x.engine", engine_key(fresh_bundle, plan_build("10.3", BuildOptions(), {
         "model.int8.onnx"}), ORIN))
@@ -387,17 +387,17 @@ def test_matching_engine_is_loaded_and_a_mismatch_rebuilt(fresh_bundle: Path) ->
     """Without TensorRT the last step fails, which shows which step was reached: a matching key goes
     straight to loading the engine (reuse); a differing one (rebuild allowed) goes to the builder."""
     engine, _ = _fake_engine(fresh_bundle, ORIN)
-    with pytest.raises(EdgeResNetError, match="TensorRT is not importable"):  # TensorRTBackend: loading
+    with pytest.raises(EdgeResNetError, match="running a TensorRT engine needs tensorrt, which is not importable"):  # TensorRTBackend: loading
         build_and_check(fresh_bundle, BuildOptions(), rebuild=False, system=ORIN)
-    with pytest.raises(EdgeResNetError, match="TensorRT is not importable"):
+    with pytest.raises(EdgeResNetError, match="running a TensorRT engine needs tensorrt, which is not importable"):
         verify_engine(fresh_bundle, engine, rebuild=False, system=ORIN)
-    with pytest.raises(EdgeResNetError, match="TensorRT's Python bindings are not importable"):  # the builder
+    with pytest.raises(EdgeResNetError, match="building a TensorRT engine needs tensorrt, which is not importable"):  # the builder
         build_and_check(fresh_bundle, BuildOptions(), force=True, system=ORIN)
     raw = json.loads(sidecar_path(engine).read_text())
     sidecar_path(engine).write_text(json.dumps({**raw, "tensorrt": "8.6.1"}))
-    with pytest.raises(EdgeResNetError, match="TensorRT's Python bindings are not importable"):
+    with pytest.raises(EdgeResNetError, match="building a TensorRT engine needs tensorrt, which is not importable"):
         build_and_check(fresh_bundle, BuildOptions(), system=ORIN)
-    with pytest.raises(EdgeResNetError, match="TensorRT's Python bindings are not importable"):
+    with pytest.raises(EdgeResNetError, match="building a TensorRT engine needs tensorrt, which is not importable"):
         verify_engine(fresh_bundle, engine, system=ORIN)
     assert read_sidecar(engine).tensorrt == "8.6.1"  # nothing rewritten by a build that never happened
     assert not (fresh_bundle / REPORT).exists()
