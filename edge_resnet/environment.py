@@ -10,6 +10,7 @@ are read here and nowhere else.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import platform
 import re
@@ -25,6 +26,12 @@ from edge_resnet.contract.engine import System, short_version
 # where JetPack keeps its identity; read as files so tests can point them elsewhere
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+DEVICE_TREE_COMPATIBLE = Path("/proc/device-tree/compatible")
+# a recorded board (``board(root)`` with a root other than /): its command outputs by command line, in this
+# file under the root, since a recording cannot run the board's nvpmodel or dpkg
+RECORDED_COMMANDS = "commands.json"
+NVPMODEL_QUERY = ("nvpmodel", "-q")
+JETPACK_QUERY = ("dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack")
 # distributions whose versions a benchmark depends on; looked up without importing them
 LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "pillow", "opencv-python-headless",
              "opencv-python", "torch", "tensorrt", "cuda-python", "matplotlib")
@@ -219,6 +226,48 @@ def probe_system() -> System:
         dpkg = _command(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
         jetpack = parse_jetpack_version(dpkg) if dpkg else None
     return System(gpu=gpu, compute_capability=cc, tensorrt=installed_tensorrt(), jetpack=jetpack, l4t=l4t)
+
+
+def board(root: str = "/") -> dict[str, Any] | None:
+    """What a Jetson's own files say about it, read under ``root`` (a recorded board's copy of them
+    elsewhere; its command outputs come from ``RECORDED_COMMANDS`` there); None when they say it is no Jetson.
+
+    Returns a dict: ``release`` (the first line of etc/nv_tegra_release), ``l4t`` ("36.4.3"), ``model``
+    (the device tree's), ``compatible`` (its entries, e.g. ["nvidia,p3768-0000+p3767-0000",
+    "nvidia,p3767-0000", "nvidia,tegra234"]), ``jetpack_package`` (the nvidia-jetpack package's release,
+    None when it is not installed), ``power_mode`` (``nvpmodel -q``) and ``clocks`` (``clock_state``).
+    """
+    live = Path(root) == Path("/")
+    base = Path(root)
+    release = _read(str(TEGRA_RELEASE if live else base / "etc/nv_tegra_release"))
+    model = _read(str(DEVICE_TREE_MODEL if live else base / "proc/device-tree/model"))
+    if release is None and not (model and "jetson" in model.lower()):
+        return None
+    compatible = _read(str(DEVICE_TREE_COMPATIBLE if live else base / "proc/device-tree/compatible"))
+    nvpmodel = system_command(NVPMODEL_QUERY, root)
+    dpkg = system_command(JETPACK_QUERY, root)
+    return {
+        "release": release.splitlines()[0] if release else None,
+        "l4t": parse_tegra_release(release) if release else None,
+        "model": model,
+        "compatible": [c for c in (compatible or "").split("\x00") if c.strip()],
+        "jetpack_package": parse_jetpack_version(dpkg) if dpkg else None,
+        "power_mode": parse_nvpmodel(nvpmodel) if nvpmodel else None,
+        "clocks": clock_state(str(base / "sys")),
+    }
+
+
+def system_command(argv: tuple[str, ...] | list[str], root: str = "/", timeout: float = 20) -> str | None:
+    """The standard output of a command that succeeded, or None; for a recorded board (``root`` other
+    than /), what ``RECORDED_COMMANDS`` there holds for that command line."""
+    if Path(root) == Path("/"):
+        return _command(list(argv), timeout)
+    try:
+        recorded = json.loads((Path(root) / RECORDED_COMMANDS).read_text())
+    except (OSError, ValueError):
+        return None
+    out = recorded.get(" ".join(argv)) if isinstance(recorded, dict) else None
+    return out if isinstance(out, str) else None
 
 
 def _command(argv: list[str], timeout: float = 20) -> str | None:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 # what a device (a Jetson, a camera box) runs: the runtime, the benchmark, the bundle/engine tools, the lint
 DEVICE_ENTRIES = ["cli", "edge_resnet.deploy", "edge_resnet.deploy.device", "edge_resnet.export.lint",
                   "edge_resnet.export.trtexec", "edge_resnet.export.engine", "edge_resnet.export.bundle",
-                  "edge_resnet.ptq.job"] + \
+                  "edge_resnet.ptq.job", "edge_resnet.deploy.doctor", "edge_resnet.deploy.doctor_report"] + \
                  [m for m in project() if m.startswith(("edge_resnet.runtime", "edge_resnet.bench"))]
 # third-party packages a device module may import when it is imported (tensorrt and cuda-python only in
 # the functions that need them, torch only in the benchmark's PyTorch row, in its own process)
@@ -76,7 +76,7 @@ def test_device_modules_import_no_torch() -> None:
 
 
 DEVICE_HELP = ["--help", "camera --help", "bench --help", "verify --help", "build-engine --help", "bundle --help",
-               "trtexec-cmd --help", "lint --help", "quantize --help"]
+               "trtexec-cmd --help", "lint --help", "quantize --help", "doctor --help"]
 
 
 @pytest.mark.parametrize("argv", DEVICE_HELP)
@@ -147,6 +147,7 @@ def test_device_install_runs_the_device_commands(device_venv: Path, device_run: 
         "camera": ["camera", video, "--run", run, "--no-display", "--max-frames", "4", "--jsonl",
                    str(tmp_path / "frames.jsonl"), "--providers", "CPUExecutionProvider"],
         "verify": ["verify", "--bundle", str(bundle), "--onnx", "model.int8.onnx"],
+        "doctor": ["doctor"],  # not a Jetson: exit 0 when ONNX Runtime imports and the disk has room
     }
     for name, argv in ok.items():
         proc = _device(device_venv, tmp_path, *argv)

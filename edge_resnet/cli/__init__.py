@@ -32,7 +32,7 @@ from edge_resnet.errors import EdgeResNetError
 # the order `edge-resnet --help` lists them in
 _ORDER = ("models", "train", "experiment", "eval", "export", "qat", "quantize", "sensitivity", "lint", "bench", "camera",
           "bundle", "build-engine",
-          "verify", "trtexec-cmd")
+          "verify", "trtexec-cmd", "doctor")
 COMMANDS: Dict[str, Command] = {name: {**DEVICE_COMMANDS, **WORKSTATION_COMMANDS}[name] for name in _ORDER}
 
 

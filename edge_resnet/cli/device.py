@@ -1,5 +1,5 @@
 """The device commands (no torch; Python 3.8 on JetPack 5): lint, quantize, bench, camera, build-engine, verify,
-trtexec-cmd.
+trtexec-cmd, doctor.
 
 Every handler imports what it runs inside itself; building their parsers imports nothing heavy.
 """
@@ -174,6 +174,49 @@ def cmd_trtexec(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    if args.report is None:
+        from edge_resnet.deploy.doctor import run_doctor
+
+        for flag, value in (("--bundle", args.bundle), ("--clip", args.clip)):
+            if value is not None:
+                raise EdgeResNetError(f"{flag} is for --report; add --report OUT.md to run the device path on a bundle")
+        diagnosis = run_doctor(args.root)
+        if args.json:
+            print(json.dumps(diagnosis.to_dict(), indent=1))
+        else:
+            print(_doctor_header(diagnosis, args.root))
+            print("\n".join(diagnosis.lines()))
+        return diagnosis.exit_code
+    from edge_resnet.deploy.doctor_report import run_report
+
+    report = run_report(args.report, args.bundle, clip=args.clip, seconds=args.seconds, root=args.root)
+    if args.json:
+        print(json.dumps({**report.diagnosis.to_dict(), "report": str(report.path),
+                          "steps": [vars(s) for s in report.steps]}, indent=1))
+    else:
+        print(_doctor_header(report.diagnosis, args.root))
+        print("\n".join(report.diagnosis.lines()))
+        for step in report.steps:
+            print(f"{step.name}: {step.status} ({step.seconds:.1f} s): {step.summary}")
+        print(f"wrote {report.path}")
+    return report.exit_code
+
+
+def _doctor_header(diagnosis: Any, root: str) -> str:
+    from edge_resnet import __version__
+
+    b = diagnosis.facts.board
+    what = b["model"] if b else "not a Jetson"
+    head = f"edge-resnet doctor {__version__}: {what}"
+    if root != "/":
+        head += (f" (a recorded board: its files from {root}; Python packages and the disk are this machine's, its "
+                 "CUDA driver the one its L4T release ships)")
+    return head
+
+
 def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="int8", choices=["int8", "fp16", "fp32"], help="default: %(default)s")
     p.add_argument("--batch", type=int, nargs=3, default=[1, 1, 32], metavar=("MIN", "OPT", "MAX"),
@@ -320,6 +363,23 @@ def _trtexec_cmd_options(p: argparse.ArgumentParser) -> None:
     add_build_options(p)
 
 
+def _doctor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the checks as JSON (format edge-resnet/doctor-1)")
+    p.add_argument("--report", default=None, metavar="OUT.md",
+                   help="also run the device path once (build-engine, verify, bench, a 10-second camera run) on "
+                        "--bundle and write one Markdown report to attach to a bug")
+    p.add_argument("--bundle", default=None, help="with --report: the bundle folder or .tar.gz (default: the first "
+                                                  "of resnet20-digits-bundle[.tar.gz], runs/resnet20-digits-bundle"
+                                                  "[.tar.gz])")
+    p.add_argument("--clip", default=None, help="with --report: the video the camera step plays (default: a clip "
+                                                "made from the bundle's validation images)")
+    p.add_argument("--seconds", type=float, default=10.0, help="with --report: length of the camera run "
+                                                               "(default: %(default)s)")
+    p.add_argument("--root", default="/", help="read the Jetson's system files (etc/nv_tegra_release, "
+                                               "proc/device-tree, sys, commands.json) under this folder: a "
+                                               "recorded board (default: /, this machine)")
+
+
 # name -> (help, description, options, handler), in the order `edge-resnet --help` lists them
 COMMANDS = {
     "lint": Command(
@@ -365,4 +425,11 @@ COMMANDS = {
         "The lines build_engine.sh runs for that version: flags per TensorRT "
         "(10.x: --int8 --fp16 on the Q/DQ graph; 11.x: none), DLA, shapes, timing cache.",
         _trtexec_cmd_options, cmd_trtexec),
+    "doctor": Command(
+        "the device self-check: board, JetPack, TensorRT, cuda-python, ONNX Runtime, DLA, camera, power, disk",
+        "One line per check (ok, warn, fail or n/a), what was found and the fix, then what will work here "
+        "(GPU and DLA engines, INT8 modes, camera sources). Exit status 1 when a check fails. Off a Jetson it "
+        "says so and checks Python, ONNX Runtime, OpenCV and the disk. With --report, runs build-engine, "
+        "verify, bench and a camera run on a bundle and writes one report.",
+        _doctor_options, cmd_doctor),
 }
