@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from edge_resnet.errors import EdgeResNetError
 
@@ -27,12 +27,17 @@ INSTALL: Dict[str, str] = {
 _FAILURES = (ImportError, OSError)
 
 
+def load(name: str) -> Tuple[Optional[ModuleType], Optional[str]]:
+    """(the module, None), or (None, why it does not import: "ModuleNotFoundError: No module named 'x'")."""
+    try:
+        return importlib.import_module(name), None
+    except _FAILURES as e:
+        return None, f"{type(e).__name__}: {' '.join(str(e).split())}"[:200]
+
+
 def probe(name: str) -> Optional[ModuleType]:
     """The module, or None where it is not installed or does not import (no error, nothing logged)."""
-    try:
-        return importlib.import_module(name)
-    except _FAILURES:
-        return None
+    return load(name)[0]
 
 
 def require(name: str, what: str = "") -> ModuleType:
@@ -41,13 +46,12 @@ def require(name: str, what: str = "") -> ModuleType:
     Args:
         what: what needs it ("building an engine"), for the message.
     """
-    try:
-        return importlib.import_module(name)
-    except _FAILURES as e:
-        need = f"{what} needs {name}" if what else f"{name} is needed"
-        hint = INSTALL.get(name.split(".")[0], f"pip install {name.split('.')[0]}")
-        raise EdgeResNetError(f"{need}, which is not importable here ({' '.join(str(e).split())[:200]}); "
-                              f"{hint}") from None
+    module, why = load(name)
+    if module is not None:
+        return module
+    need = f"{what} needs {name}" if what else f"{name} is needed"
+    hint = INSTALL.get(name.split(".")[0], f"pip install {name.split('.')[0]}")
+    raise EdgeResNetError(f"{need}, which is not importable here ({why}); {hint}")
 
 
 def version(name: str) -> Optional[str]:
@@ -57,4 +61,4 @@ def version(name: str) -> Optional[str]:
     return None if found is None else str(found)
 
 
-__all__ = ["INSTALL", "probe", "require", "version"]
+__all__ = ["INSTALL", "load", "probe", "require", "version"]

@@ -100,26 +100,40 @@ def jetpack_for_l4t(l4t: str | None) -> str | None:
 
 
 # the JetPack versions each row of JETPACKS covers: [low, high)
+# ("7.2.2+" is not a JetPack of its own: NVIDIA's TensorRT 11.4.1 package, installed on JetPack 7.2.2 or later)
 ROW_SPANS = {"5.1.x": ((5, 1, 0), (5, 2, 0)), "6.0": ((6, 0, 0), (6, 1, 0)), "6.1/6.2": ((6, 1, 0), (7, 0, 0)),
-             "7.0/7.1": ((7, 0, 0), (7, 2, 0)), "7.2.2+": ((7, 2, 2), (999, 0, 0))}
+             "7.0/7.1": ((7, 0, 0), (7, 2, 0)), "7.2": ((7, 2, 0), (999, 0, 0))}
+ADD_ON_SPANS = {"7.2.2+": ((7, 2, 2), (999, 0, 0))}
 
 
 def jetpack_row(jetpack: str | None, l4t: str | None = None) -> JetPack | None:
     """The row of ``JETPACKS`` a JetPack release falls in ("6.2" -> the 6.1/6.2 row). A family from an unknown
     L4T revision ("6.x") is placed by the L4T release where that decides it (R36.4+ is 6.1/6.2, R38 is 7.0/7.1).
-    None for a JetPack edge-resnet has no row for (4.x, 5.0, 7.2-7.2.1) or cannot place."""
+    None for a JetPack edge-resnet has no row for (4.x, 5.0) or cannot place."""
     if not jetpack:
         return None
     if jetpack.endswith(".x"):
         l4t_v = version_tuple(l4t) if l4t else (0, 0, 0)
         by_l4t = {35: "5.1" if l4t_v >= (35, 2, 0) else None, 36: "6.0" if l4t_v < (36, 4, 0) else "6.1",
-                  38: "7.0"}
+                  38: "7.0", 39: "7.2"}
         jetpack = by_l4t.get(l4t_v[0])
         if jetpack is None:
             return None
     v = version_tuple(jetpack)
     for row in JETPACKS:
-        low, high = ROW_SPANS[row.release]
+        low, high = ROW_SPANS.get(row.release, ((0,), (0,)))
         if low <= v < high:
             return row
     return None
+
+
+def tensorrt_releases(jetpack: str | None, l4t: str | None = None) -> tuple[str, ...]:
+    """The TensorRT versions NVIDIA supports on a JetPack: the one it ships, and a package installed on top
+    where one exists (11.4.1 on JetPack 7.2.2+)."""
+    row = jetpack_row(jetpack, l4t)
+    if row is None:
+        return ()
+    v = version_tuple(jetpack) if jetpack and not jetpack.endswith(".x") else (0, 0, 0)
+    extra = [r.tensorrt for r in JETPACKS for name, (low, high) in ADD_ON_SPANS.items()
+             if r.release == name and low <= v < high]
+    return (row.tensorrt, *extra)

@@ -25,7 +25,8 @@ from typing import Any
 
 from edge_resnet.environment import board, system_command
 from edge_resnet.errors import EdgeResNetError
-from edge_resnet.export.boards import dla_cores, jetpack_for_l4t, jetpack_row, module_of
+from edge_resnet.optional import load
+from edge_resnet.export.boards import dla_cores, jetpack_for_l4t, jetpack_row, module_of, tensorrt_releases
 from edge_resnet.export.jetson import JetPack, dla_device_refusal, dla_version_refusal
 
 STATUSES = ("ok", "warn", "fail", "n/a")
@@ -154,10 +155,9 @@ def _venv_without_system_packages() -> bool:
 
 
 def _tensorrt(facts: Facts, probe_dla: bool) -> None:
-    try:
-        import tensorrt as trt
-    except Exception as e:  # noqa: BLE001 - ImportError, or OSError from a libnvinfer that does not load
-        facts.tensorrt_error = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    trt, why = load("tensorrt")  # ImportError, or OSError from a libnvinfer that does not load
+    if trt is None:
+        facts.tensorrt_error = why
         return
     facts.tensorrt = str(trt.__version__)
     if probe_dla:
@@ -316,7 +316,8 @@ def _check_tensorrt(facts: Facts, row: JetPack | None) -> Check:
         if facts.venv_without_system_packages:
             fix += "; this venv does not see the system's packages: python3 -m venv --system-site-packages ~/er"
         return Check("tensorrt", "fail", f"the Python bindings do not import ({facts.tensorrt_error})", fix)
-    if jetson and row is not None and _short(facts.tensorrt) != row.tensorrt:
+    if jetson and row is not None and _short(facts.tensorrt) not in tensorrt_releases(_jetpack(facts),
+                                                                                  facts.board["l4t"]):
         return Check("tensorrt", "warn", f"{facts.tensorrt}, but JetPack {row.release} ships {row.tensorrt}",
                      "a PyPI tensorrt wheel is not JetPack's: pip uninstall tensorrt, then sudo apt install "
                      "python3-libnvinfer")

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from edge_resnet.export.boards import ROW_SPANS, dla_cores, jetpack_for_l4t, jetpack_row
+from edge_resnet.export.boards import ADD_ON_SPANS, ROW_SPANS, dla_cores, jetpack_for_l4t, jetpack_row, tensorrt_releases
 from edge_resnet.export.jetson import JETPACKS
 
 from edge_resnet.deploy.doctor import Facts, diagnose, gather
@@ -91,13 +91,16 @@ def test_l4t_and_jetpack_rows() -> None:
     assert [jetpack_for_l4t(v) for v in ("35.2.1", "36.4.4", "38.4.0", "39.2.1", "36.9.9", "32.7.4")] == \
         ["5.1", "6.2.1", "7.1", "7.2.1", "6.x", "4.x"]
     cases = [("5.1.2", None, "5.1.x"), ("6.0", None, "6.0"), ("6.1", None, "6.1/6.2"), ("6.2.1", None, "6.1/6.2"),
-             ("7.1", None, "7.0/7.1"), ("7.2.2", None, "7.2.2+"), ("7.2.1", None, None), ("5.0", None, None),
+             ("7.1", None, "7.0/7.1"), ("7.2.2", None, "7.2"), ("7.2.1", None, "7.2"), ("5.0", None, None),
              ("4.x", "32.7.4", None), ("6.x", "36.9.9", "6.1/6.2"), ("6.x", "36.3.5", "6.0"), ("7.x", "38.9.0", "7.0/7.1"),
-             ("7.x", "39.9.0", None)]
+             ("7.x", "39.9.0", "7.2")]
     for jetpack, l4t, release in cases:
         row = jetpack_row(jetpack, l4t)
         assert (row.release if row else None) == release, (jetpack, l4t)
-    assert set(ROW_SPANS) == {j.release for j in JETPACKS}
+    assert set(ROW_SPANS) | set(ADD_ON_SPANS) == {j.release for j in JETPACKS}
+    # JetPack 7.2 ships TensorRT 10.16.2; from 7.2.2 NVIDIA's 11.4.1 package may be installed on top
+    assert tensorrt_releases("7.2") == ("10.16.2",) and tensorrt_releases("7.2.2") == ("10.16.2", "11.4.1")
+    assert tensorrt_releases("6.2") == ("10.3.0",) and tensorrt_releases("4.6") == ()
 
 
 def test_dla_cores_by_module_and_name() -> None:

@@ -166,6 +166,15 @@ MODULE = T("module")
 TERMINATES = (ast.Return, ast.Raise)
 
 
+def _loads_tensorrt(node: ast.expr, functions: tuple[str, ...]) -> bool:
+    """``require("tensorrt", ...)`` and the like: edge_resnet.optional's functions, called for tensorrt."""
+    if not isinstance(node, ast.Call) or not node.args or not isinstance(node.args[0], ast.Constant):
+        return False
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    return name in functions and node.args[0].value == "tensorrt"
+
+
 class _Function:
     def __init__(self, node: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str, owner: str | None) -> None:
         self.node, self.qualname, self.owner = node, qualname, owner
@@ -293,6 +302,10 @@ class ModuleScanner:
             for t, v in zip(target.elts, node.elts, strict=True):
                 self._assign(t, v, self._expr(v, env, (), f, record=False), env, guards, f)
             return
+        if isinstance(target, ast.Tuple) and target.elts and isinstance(target.elts[0], ast.Name) and \
+                _loads_tensorrt(node, ("load",)):  # `trt, why = load("tensorrt")`: the module, or None and why
+            env[target.elts[0].id] = MODULE
+            return
         if isinstance(target, ast.Name):
             if value is not None:
                 env[target.id] = replace(value, optional_var=target.id) if value.optional_var == "?" else value
@@ -396,10 +409,7 @@ class ModuleScanner:
 
     def _call(self, node: ast.Call, env: dict[str, T], guards: tuple[ast.expr, ...], f: _Function) -> T | None:
         func = node.func
-        # edge_resnet.optional.require/probe("tensorrt", ...): the project's one way to import it
-        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-        if name in ("require", "probe") and node.args and isinstance(node.args[0], ast.Constant) and \
-                node.args[0].value == "tensorrt":
+        if _loads_tensorrt(node, ("require", "probe")):  # edge_resnet.optional: the one way to import it
             return MODULE
         if isinstance(func, ast.Name) and func.id in ("getattr", "hasattr") and len(node.args) >= 2:
             owner = self._expr(node.args[0], env, guards, f)
