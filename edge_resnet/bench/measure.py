@@ -24,6 +24,7 @@ from edge_resnet.bench.frames import Frames, load_frames
 from edge_resnet.bench.power import PowerSampler
 from edge_resnet.bench.stats import summarize, throughput
 from edge_resnet.errors import EdgeResNetError
+from edge_resnet.runtime.backends import Backend
 from edge_resnet.runtime.classifier import Classifier
 from edge_resnet.runtime.manifest import load_manifest
 from edge_resnet.runtime.preprocess import Preprocessor
@@ -41,7 +42,7 @@ class Budget:
     seconds: float  # stop once this much time has passed (and min_iterations are done)
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     """PyTorch FP32 in eager mode on the CPU: the run's model.pt as trained, BatchNorm not folded
     (the baseline a user starts from before any export)."""
 

@@ -119,8 +119,8 @@ def check_model(bundle: str | Path, onnx: str, providers: list[str] | None = Non
     if not path.is_file():
         raise EdgeResNetError(f"no ONNX model {onnx} in {manifest.run_dir}; choose one of "
                               f"{', '.join(n for n in manifest.files if n.endswith('.onnx'))}")
-    backend = OnnxRuntimeBackend(path, providers=providers)
-    result = _judge(manifest, backend, path.name, _precision_of(manifest, path))
+    with OnnxRuntimeBackend(path, providers=providers) as backend:
+        result = _judge(manifest, backend, path.name, _precision_of(manifest, path))
     report = _write_report(manifest, result, {"backend": {"kind": "onnxruntime", "providers": backend.providers,
                                                           "model": path.name}})
     return DeviceCheck(result=result, report=report, engine=None, action=None)
@@ -212,11 +212,8 @@ def _check_engine(manifest: Manifest, engine: Path, system: System, *, action: s
     from edge_resnet.runtime.tensorrt_backend import TensorRTBackend
 
     key = read_sidecar(engine)
-    backend = TensorRTBackend(engine, dla_core=key.dla_core if key else None)
-    try:
+    with TensorRTBackend(engine, dla_core=key.dla_core if key else None) as backend:
         result = _judge(manifest, backend, engine.name, key.precision if key else "int8")
-    finally:
-        backend.close()
     report = _write_report(manifest, result, {
         "system": asdict(system), "engine": {"file": engine.name, "action": action, "build_seconds": build_seconds,
                                              "key": key.to_dict() if key else None, "settings": backend.settings}})

@@ -44,7 +44,27 @@ def uses_gpu(providers: Sequence[Provider]) -> bool:
     return any(name in GPU_PROVIDERS for name in provider_names(providers))
 
 
-class OnnxRuntimeBackend:
+class Backend:
+    """What every runtime backend is: ``run`` a float batch to float32 logits, and a lifecycle (as Polygraphy's
+    runners have): ``close()`` frees what it holds (a session, device memory, a stream) and may be called
+    twice; ``with Backend(...) as b:`` closes on the way out, errors included."""
+
+    name: str = "backend"
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free what the backend holds; it runs nothing afterwards."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class OnnxRuntimeBackend(Backend):
     """An ONNX Runtime session over one model file.
 
     Args:
@@ -99,4 +119,9 @@ class OnnxRuntimeBackend:
         return np.concatenate(out)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.session is None:
+            raise EdgeResNetError(f"the ONNX Runtime backend of {self.path.name} was closed")
         return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
+
+    def close(self) -> None:
+        self.session = None  # ONNX Runtime frees the session's memory with its last reference

@@ -118,6 +118,16 @@ class Classifier:
             raise EdgeResNetError(f"{backend.path.name} takes {list(shape)} images but the preprocessing makes "
                                   f"{list(preprocess.shape)}; the manifest and the model do not belong together")
 
+    def close(self) -> None:
+        """Free the backend (its session, or the engine's device memory)."""
+        self.backend.close()
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @classmethod
     def from_run(cls, run_dir: str | Path, model: str = "int8", providers: Sequence[Provider] | None = None,
                  threads: int = 0, verify: bool = True, backend: str = "auto") -> Classifier:

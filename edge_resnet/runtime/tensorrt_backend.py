@@ -29,6 +29,7 @@ import numpy as np
 
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.optional import require, version
+from edge_resnet.runtime.backends import Backend
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class _Buffer:
         self.cudart.cudaFreeHost(self.host_ptr)
 
 
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     """A deserialized engine with one execution context and one stream.
 
     Args:

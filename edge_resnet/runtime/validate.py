@@ -14,24 +14,19 @@ from __future__ import annotations
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from edge_resnet.contract.metrics import agreement, db_to_json, sqnr_db
 from edge_resnet.errors import EdgeResNetError
+from edge_resnet.runtime.backends import Backend
 from edge_resnet.runtime.preprocess import Preprocessor
 
 # what a device result must reach, by the precision under test, unless the bundle says otherwise:
 # FP32 engines use TF32 on Ampere+ GPUs, FP16/INT8 move a few borderline samples
 DEFAULT_MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.98}
 DEFAULT_MAX_DROP_POINTS = 1.0
-
-
-class Backend(Protocol):
-    name: str
-
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
