@@ -494,24 +494,28 @@ class _Importer:
 
     def _shape_of(self, name: str, node: onnx.NodeProto) -> list:
         if self._shapes is None:  # inferred once, on the model without its weights
-            inferred = onnx.shape_inference.infer_shapes(weightless(self.model))
+            # data_prop carries Shape values through Gather/Concat into Reshape and Expand outputs (opset 13
+            # ECA views), so the tensors after them have shapes too
+            inferred = onnx.shape_inference.infer_shapes(weightless(self.model), data_prop=True)
             self._shapes = {}
             for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
                 if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
                     self._shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None
                                             for d in v.type.tensor_type.shape.dim]
         dims = self._shapes.get(name)
-        if dims is None or any(d is None for d in dims[1:]):
-            raise _Refused(f"{_label(node)} reads the shape of {name!r}, which shape inference cannot determine "
-                           "beyond the batch axis; export the model with a fixed image size")
+        if dims is None:  # inference lost it (a legacy opset-13 export's computed views): the rank is ours to say
+            rank = 3 if name in self.seq_views else 2 if self._is_matrix(self.act(name, node)) else 4
+            dims = [self.fixed_batch] + [None] * (rank - 1)
         return dims
 
     def _op_Shape(self, node: onnx.NodeProto) -> None:
         dims = self._shape_of(node.input[0], node)
         a = _attrs(node)
         start, end = int(a.get("start", 0)), a.get("end")
-        vals = [np.array([(b if d is None else d) for d in dims], np.int64)[start:None if end is None else int(end)]
-                for b in _BATCHES]
+        # a dim inference left open takes a different made-up value in each evaluation, like the batch: whatever
+        # depends on it comes out batch-dependent, and a Reshape refuses a target that depends on more than the batch
+        vals = [np.array([d if d is not None else (b if i == 0 else (10007, 20011)[k] + i) for i, d in enumerate(dims)],
+                         np.int64)[start:None if end is None else int(end)] for k, b in enumerate(_BATCHES)]
         if np.array_equal(vals[0], vals[1]):
             self.consts[node.output[0]] = vals[0]
         else:

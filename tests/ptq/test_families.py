@@ -102,7 +102,7 @@ def _check(family: str, form: str, models: dict, images: torch.Tensor, tmp_path:
 # the fast lane: every family in the plain export, every form on a family where it changes the graph
 FAST = [(f, "legacy-op17") for f in FAMILIES if f != "torchvision-resnet10"] + [
     ("timm-seresnet", "nhwc"), ("timm-ecaresnet-d", "softmax"), ("timm-resnetv2-preact", "fp16"),
-    ("timm-resnet-hardswish", "legacy-op13"), ("timm-ecaresnet-d", "legacy-static")]
+    ("timm-resnet-hardswish", "legacy-op13"), ("timm-ecaresnet-d", "legacy-op13"), ("timm-ecaresnet-d", "legacy-static")]
 # the dynamo exporter takes tens of seconds per export here: its forms are in the slow lane
 SLOW = [(f, form) for f in FAMILIES for form in FORMS if (f, form) not in FAST]
 
