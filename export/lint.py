@@ -306,6 +306,8 @@ def _check_node(graph: _Graph, node: onnx.NodeProto, listed: frozenset[str] | No
         return [*_check_listed_but_quantized(node, listed), *_check_weighted(graph, node, kind)]
     if op == "Add" and len(node.input) == 2:
         return _check_add(graph, node, listed)
+    if op == "Mul" and len(node.input) == 2:
+        return _check_mul(graph, node, listed)
     if op in _POOLS and node.input and node.output:
         return _check_pool(graph, node, listed)
     return []
@@ -399,14 +401,16 @@ def _check_conv_output(graph: _Graph, q: onnx.NodeProto) -> Iterator[Violation]:
     for dq in dqs if ok else []:
         after, dq_is_output = graph.consumers(dq.output[0])
         users.extend(after)
-        ok = ok and bool(after) and not dq_is_output and all(n.op_type == "Add" for n in after)
+        ok = ok and bool(after) and not dq_is_output
+    ok = ok and (all(n.op_type == "Add" for n in users) or _is_excitation_input(graph, users))
     if not ok:
         feeds = {n.op_type for n in (users or dqs)} | ({"graph output"} if q_is_output else set())
         yield Violation(
             _name(q),
             "conv-output",
             f"quantizes the output of Conv '{_name(conv)}' (then feeds {', '.join(sorted(feeds)) or 'nothing'}); Q/DQ on a Conv output blocks "
-            "TensorRT's Conv+ReLU/Add fusion: quantize the next layer's input instead (only a residual Add's shortcut may)",
+            "TensorRT's Conv+ReLU/Add fusion: quantize the next layer's input instead (only a residual Add's shortcut, "
+            "or the feature map a squeeze-excitation block pools and scales, may)",
         )
 
 
@@ -559,6 +563,80 @@ def _check_add(graph: _Graph, node: onnx.NodeProto, listed: frozenset[str] | Non
             "add-shortcut",
             "no input comes from DequantizeLinear; Q/DQ the shortcut input so TensorRT fuses Conv+Add(+ReLU) in INT8",
         )
+
+
+_EXCITATION_POOLS = frozenset({"GlobalAveragePool", "AveragePool", "ReduceMean"})
+_GATES = frozenset({"Sigmoid", "HardSigmoid"})
+
+
+def _is_excitation_input(graph: _Graph, users: list[onnx.NodeProto]) -> bool:
+    """A conv output read only by a squeeze-excitation block (its pool and its quantized gate Mul): no
+    Conv+ReLU/Add fusion to block, so TensorRT fuses the Q into the conv (INT8 output), as NVIDIA Model
+    Optimizer places it (the Mul's inputs quantized, the pool's input shared)."""
+    muls = [n for n in users if n.op_type == "Mul"]
+    return bool(muls) and all(n.op_type == "Mul" or n.op_type in _EXCITATION_POOLS for n in users) and all(
+        _from_dq(graph, t) for m in muls for t in m.input)
+
+
+def _from_dq(graph: _Graph, tensor: str) -> bool:
+    src = graph.source(tensor)
+    return src is not None and src.op_type == _DQ
+
+
+def _is_activation_mul(graph: _Graph, node: onnx.NodeProto) -> bool:
+    """x * sigmoid(x) (SiLU) or x * hardsigmoid(x) (hard-swish before opset 14): an activation TensorRT
+    fuses into the conv before it (ModelOpt's Conv-Sigmoid-Mul partition), not a gate."""
+    a, b = (_before_qdq(graph, t) for t in node.input)
+    for gate, x in ((a, b), (b, a)):
+        src = graph.source(gate)
+        if src is not None and src.op_type in _GATES and src.input and _before_qdq(graph, src.input[0]) == x:
+            return True
+    return False
+
+
+def _before_qdq(graph: _Graph, tensor: str) -> str:
+    """The tensor a DQ(Q(t)) pair reads (``tensor`` itself when it is no such pair's output)."""
+    dq = graph.source(tensor)
+    if dq is not None and dq.op_type == _DQ:
+        q = graph.source(dq.input[0])
+        if q is not None and q.op_type == _Q:
+            return q.input[0]
+    return tensor
+
+
+def _check_mul(graph: _Graph, node: onnx.NodeProto, listed: frozenset[str] | None) -> Iterator[Violation]:
+    """A gate's Mul (squeeze-excitation: feature map x gate) runs in INT8 in TensorRT's element-wise layer
+    only with both inputs from DQ (ModelOpt quantizes both); half a pair leaves one input a float->int8
+    reformat. An activation Mul (SiLU, hard-swish) takes no Q/DQ: it fuses into the conv before it."""
+    a, b = node.input
+    if graph.is_static(a) or graph.is_static(b):
+        return
+    quantized = [_from_dq(graph, t) for t in (a, b)]
+    if _is_activation_mul(graph, node):
+        if any(quantized):
+            yield Violation(_name(node), "activation-qdq", "Q/DQ inside a SiLU/hard-swish (x * sigmoid(x)): it splits "
+                            "the activation TensorRT fuses into the conv before it; quantize the next layer's input "
+                            "instead")
+        return
+    if listed is not None and node.name in listed:
+        if any(quantized):
+            yield from _check_listed_but_quantized(node, listed)
+        else:
+            yield Violation(_name(node), "float-layer", f"gate Mul is left in float, as the manifest lists: {_FLOAT_RUNS}",
+                            "warning")
+        return
+    if all(quantized):
+        return
+    if any(quantized):
+        yield Violation(_name(node), "mul-inputs", "one input of a gate Mul (squeeze-excitation) comes from "
+                        "DequantizeLinear and the other does not; quantize both (TensorRT fuses DQ inputs into an "
+                        "INT8 element-wise layer) or neither")
+    elif listed is None:
+        yield Violation(_name(node), "float-layer", f"gate Mul is left in float: {_FLOAT_RUNS}; no manifest was "
+                        "given to say whether that is deliberate", "warning")
+    else:
+        yield Violation(_name(node), "float-unlisted", "gate Mul runs in float, but the manifest does not list it as "
+                        "a float layer: quantize both inputs, or list it")
 
 
 def _check_pool(graph: _Graph, node: onnx.NodeProto, listed: frozenset[str] | None) -> Iterator[Violation]:

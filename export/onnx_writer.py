@@ -164,10 +164,48 @@ def _emit(w: _Writer, node: Node, args: list[str], out: str, plan: QuantPlan | N
                        f"{name}_subsampled", f"{name}_subsample")
         pads = np.array([0, 0, 0, 0, 0, m.extra, 0, 0], np.int64)
         w.node("Pad", [x, w.init(f"{name}.pads", pads)], out, name, mode="constant")
+    elif node.op == "sigmoid":
+        w.node("Sigmoid", args, out, name)
+    elif node.op == "hardsigmoid":
+        w.node("HardSigmoid", args, out, name, alpha=float(m.alpha), beta=float(m.beta))
+    elif node.op == "hardswish":
+        w.node("HardSwish", args, out, name)
+    elif node.op == "mul":
+        w.node("Mul", args, out, name)
+    elif node.op == "unflatten":  # (N, C) -> (N, C, 1, 1): a Gemm squeeze-excitation's gate
+        w.node("Unsqueeze", [args[0], w.init(f"{name}.axes", np.array([2, 3], np.int64))], out, name)
+    elif node.op == "affine":  # a BatchNormalization kept as a scale layer (pre-activation), written as the source's
+        w.node("BatchNormalization", [args[0], w.weight(f"{name}.weight", m.weight), w.weight(f"{name}.bias", m.bias),
+                                      w.weight(f"{name}.running_mean", m.mean), w.weight(f"{name}.running_var", m.var)],
+               out, name, epsilon=float(m.eps))
+    elif node.op == "float_op":  # a source node kept in float (--float-layers), written as it is
+        _emit_float_op(w, node, args[0], out)
     elif node.op == "batchnorm":
         raise ValueError(f"{name} is a BatchNorm; fold it first (edge_resnet.fold.fold_batchnorm)")
     else:
         raise ValueError(f"{name}: no ONNX form for op {node.op!r}")
+
+
+def _emit_float_op(w: _Writer, node: Node, x: str, out: str) -> None:
+    proto, consts = node.module.proto, node.module.consts
+    name = node.target or node.name
+    inputs = []
+    for i, t in enumerate(proto.input):
+        if not t:
+            inputs.append("")
+        elif t in consts:
+            c = consts[t]
+            inputs.append(w.init(f"{name}.input{i}", c.astype(w.float_type) if c.dtype.kind == "f" else c))
+        else:
+            inputs.append(x)
+    copy = onnx.NodeProto()
+    copy.CopyFrom(proto)
+    del copy.input[:]
+    copy.input.extend(inputs)
+    del copy.output[:]
+    copy.output.append(out)
+    copy.name = name
+    w.nodes.append(copy)
 
 
 def build_onnx(graph: Graph, *, input_size: int, precision: str = "fp32",

@@ -20,6 +20,11 @@ INPUT = "input"
 OUTPUT = "logits"
 # ops that only move values (or average them) and keep a tensor on its grid
 POOL_OPS = ("avgpool", "avgpool2d")
+# element-wise activations that run in float between Q/DQ pairs (fused with the conv before them by
+# TensorRT, as ReLU is): no Q/DQ of their own in the TensorRT placement
+ACTIVATION_OPS = ("relu", "sigmoid", "hardsigmoid", "hardswish")
+# ops that end a residual block's main path (the other input of the residual Add is the shortcut)
+MAIN_PATH_OPS = ("conv", "mul")
 
 
 @dataclass(frozen=True)
@@ -78,14 +83,26 @@ class Graph:
         return [n for n in self.nodes if n.op in ops]
 
     def shortcut_input(self, node: Node) -> str:
-        """Which input of a residual Add is the shortcut: the one a conv did not produce directly
-        (the block's main path always ends in a conv); with two convs (a projection), the second."""
+        """Which input of a residual Add is the shortcut: the one the main path did not produce directly
+        (the main path ends in a conv, or in the Mul of a squeeze-excitation block); with both from a
+        conv (a projection), the second, as torchvision and timm write ``out + shortcut``."""
         a, b = node.inputs
-        if self[a].op == "conv" and self[b].op != "conv":
+        main_a, main_b = self[a].op in MAIN_PATH_OPS, self[b].op in MAIN_PATH_OPS
+        if main_a and not main_b:
             return b
-        if self[b].op == "conv" and self[a].op != "conv":
+        if main_b and not main_a:
             return a
         return b
+
+    def is_activation_mul(self, node: Node) -> bool:
+        """A Mul that is an activation: x * sigmoid(x) (SiLU) or x * hardsigmoid(x) (hard-swish at opset
+        < 14). TensorRT fuses it into the conv before it (as ModelOpt's Conv-Sigmoid-Mul partition does), so
+        it gets no Q/DQ; any other Mul of two activations is a gate (squeeze-excitation) with both inputs
+        quantized."""
+        if node.op != "mul":
+            return False
+        a, b = node.inputs
+        return any(self[g].op in ("sigmoid", "hardsigmoid") and self[g].inputs[0] == x for g, x in ((a, b), (b, a)))
 
     def run(self, x: Any, visit: Callable[[Node, Any], Any] | None = None,
             reads_original: Callable[[Node], bool] | None = None) -> Any:

@@ -207,7 +207,7 @@ def quantize(opts: QuantizeOptions, *, progress: Progress | None = None) -> Quan
     progress = progress or _no_progress
     start = time.perf_counter()
     model_path = Path(opts.model)
-    imported = import_onnx(model_path)
+    imported = import_onnx(model_path, float_ops=opts.float_layers)
     source_sha = atomic.sha256_file(model_path)
     spec, raw = _spec(opts, model_path.parent, imported)
     labels = _labels(opts, raw, imported.num_classes)
@@ -227,6 +227,9 @@ def quantize(opts: QuantizeOptions, *, progress: Progress | None = None) -> Quan
                    "trained_on": (raw or {}).get("model", {}).get("trained_on"),
                    "run_id": (raw or {}).get("model", {}).get("run_id"),
                    "imported": {"nodes": imported.source_nodes, "folded_batchnorm": imported.folded_bn,
+                                "kept_batchnorm": imported.kept_bn, "evaluated_shape_nodes": imported.folded_shapes,
+                                "layout": imported.layout, "input_dtype": imported.input_dtype,
+                                "softmax": imported.softmax,
                                 "input": imported.input_name, "output": imported.output_name}},
             size=pre.input_size, num_classes=imported.num_classes, preprocessing=spec, labels=labels,
             calib=result.calibration, lint={"tensorrt": []}, targets=TARGETS, versions=library_versions(None),
@@ -286,7 +289,7 @@ def _run(opts: QuantizeOptions, imported: ImportedModel, pre: Preprocessor, fram
         raise DataError(f"{frames.name} gave no held-out images to verify on; pass more images (--num-verify "
                         "images are held out, at most a quarter of a folder)")
     with progress("verify", 4 * len(pixels)) as step:
-        report = _verify(Path(opts.model), staged, pre.normalize, pixels, truth, opts, frames.name, step)
+        report = _verify(Path(opts.model), staged, pre.normalize, pixels, truth, opts, frames.name, step, imported)
     times["verify"] = time.perf_counter() - start - times["calibrate"] - times["build"]
     return QuantizeResult(staged.out, {}, report, calib, imported, frames.name, times, warnings, cache_info)
 
@@ -429,9 +432,11 @@ def _int8_models(graph: Graph, size: int, calib: Calibration, float_layers: dict
 
 
 def _verify(model_path: Path, staged: _Staged, normalize: Callable, pixels: np.ndarray, truth: np.ndarray | None,
-            opts: QuantizeOptions, data: str, step: Callable[[int], None]) -> Report:
+            opts: QuantizeOptions, data: str, step: Callable[[int], None], imported: ImportedModel) -> Report:
     """Every written model against the source ONNX on ONNX Runtime, on the held-out images; the export's gate.
-    One session at a time: the held-out pixels are small, the models may not be."""
+    One session at a time: the held-out pixels are small, the models may not be. An NHWC source gets its
+    images transposed; a source ending in Softmax is compared in log-probabilities (ours: log-softmax of
+    the logits), so the SQNR means what it means for logits."""
     rows = {row.role: row for row in BENCH_ROWS.values() if row.role in ("fp32", "tensorrt", "cpu")}
     role_of = {row.accuracy_key: role for role, row in rows.items()}
     backends = [ModelForm("onnx_source", f"ONNX Runtime FP32 ({model_path.name})", lambda x: x, file=str(model_path),
@@ -441,10 +446,12 @@ def _verify(model_path: Path, staged: _Staged, normalize: Callable, pixels: np.n
                  for role, row in rows.items()]
     for b in backends:
         if b.key == "onnx_source":
-            run = OnnxRuntimeBackend(model_path, providers=["CPUExecutionProvider"], threads=opts.threads).run
+            run = _source_runner(model_path, imported, opts.threads)
         else:
             sess = _session(str(staged.files[role_of[b.key]]), opts.threads)
             run = lambda x, s=sess: s.run(None, {"input": x})[0].astype(np.float32)  # noqa: E731
+            if imported.softmax:
+                run = lambda x, r=run: _log_softmax(r(x))  # noqa: E731
         for i in range(0, len(pixels), 32):
             b.logits.append(run(np.ascontiguousarray(normalize(pixels[i:i + 32]), dtype=np.float32)))
             step(len(pixels[i:i + 32]))
@@ -455,6 +462,21 @@ def _verify(model_path: Path, staged: _Staged, normalize: Callable, pixels: np.n
         dataset = f"{data}; labels: the source model's predictions"
     return compare(backends, labels, reference="onnx_source", tolerance=opts.tolerance, dataset=dataset,
                    split="held-out")
+
+
+def _source_runner(model_path: Path, imported: ImportedModel, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    run = OnnxRuntimeBackend(model_path, providers=["CPUExecutionProvider"], threads=threads).run
+    if imported.layout == "NHWC":
+        run = lambda x, r=run: r(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))  # noqa: E731
+    if imported.softmax:
+        run = lambda x, r=run: np.log(np.maximum(r(x).astype(np.float64), 1e-30)).astype(np.float32)  # noqa: E731
+    return run
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return (z - np.log(np.exp(z).sum(axis=1, keepdims=True))).astype(np.float32)
 
 
 __all__ = ["QuantizeOptions", "QuantizeResult", "default_output", "quantize"]

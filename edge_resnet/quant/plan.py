@@ -28,6 +28,8 @@ from edge_resnet.models.dataflow import POOL_OPS, Graph, Node, array, groups
 
 Target = Literal["tensorrt", "cpu"]
 TARGETS: tuple[str, ...] = ("tensorrt", "cpu")
+# ops that only move values: their output lies on their input's grid
+_MOVES = ("maxpool", "flatten", "zeropad", "unflatten")
 
 
 
@@ -76,13 +78,17 @@ class QuantPlan:
     # layers (unit names, see ``units``) computed in float: float weights, and they read their
     # inputs before any Q/DQ; every other consumer of those tensors still reads them quantized
     float_layers: frozenset[str] = frozenset()
+    # other nodes (by graph name) that read their input before Q/DQ: a pool whose output no quantized
+    # layer reads, beside a quantized reader of the same tensor (it would otherwise hold half a pair)
+    raw_readers: frozenset[str] = frozenset()
 
     def reads_float(self, node: Node) -> bool:
-        return unit_name(node) in self.float_layers
+        return unit_name(node) in self.float_layers or node.name in self.raw_readers
 
 
-# the ops a mixed-precision choice can leave in float: weighted layers and the residual add
-UNIT_OPS = ("conv", "linear", "add")
+# the ops a mixed-precision choice can leave in float: weighted layers, the residual add, the Mul of a
+# squeeze-excitation gate, and a node carried in float from an ONNX source (always float)
+UNIT_OPS = ("conv", "linear", "add", "mul", "float_op")
 
 
 def unit_name(node: Node) -> str:
@@ -90,9 +96,14 @@ def unit_name(node: Node) -> str:
     return node.target or node.name
 
 
+def is_unit(graph: Graph, node: Node) -> bool:
+    """Whether ``node`` is a layer INT8 quantizes (or, a float_op, one kept in float by request)."""
+    return node.op in UNIT_OPS and not graph.is_activation_mul(node)
+
+
 def units(graph: Graph) -> list[str]:
-    """Every layer that INT8 quantizes (conv, linear, residual add), by module path, in graph order."""
-    return [unit_name(n) for n in graph.of_op(*UNIT_OPS)]
+    """Every layer that INT8 quantizes (conv, linear, residual add, a gate's Mul), by module path, in graph order."""
+    return [unit_name(n) for n in graph if is_unit(graph, n)]
 
 
 def classifier_layers(graph: Graph) -> frozenset[str]:
@@ -133,9 +144,9 @@ def quantize_weight(w: Any) -> WeightQuant:
 
 
 def _is_nonnegative(graph: Graph, node: Node) -> bool:
-    if node.op == "relu":
+    if node.op in ("relu", "sigmoid", "hardsigmoid"):
         return True
-    if node.op in ("maxpool", "flatten", "zeropad", *POOL_OPS):
+    if node.op in _MOVES or node.op in POOL_OPS:
         return _is_nonnegative(graph, graph[node.inputs[0]])
     return False
 
@@ -170,6 +181,12 @@ def activation_points(graph: Graph, target: str, float_layers: frozenset[str] = 
                 points.setdefault(node.inputs[0], node.inputs[0])
             elif node.op == "add" and quantized:
                 points.setdefault(graph.shortcut_input(node), graph.shortcut_input(node))
+            elif node.op == "mul" and quantized and not graph.is_activation_mul(node):
+                # a squeeze-excitation gate: the feature map and the gate both quantized, as NVIDIA Model
+                # Optimizer places a Mul outside a Conv-Sigmoid-Mul partition (TensorRT's element-wise layer
+                # fuses DQ inputs); the map is then also the pool's quantized input
+                for t in node.inputs:
+                    points.setdefault(t, t)
         for node in graph:
             if node.op == "zeropad" and node.name in points:
                 # the padded shortcut shares the grid of the tensor it pads (itself a point)
@@ -182,7 +199,7 @@ def activation_points(graph: Graph, target: str, float_layers: frozenset[str] = 
         consumers = graph.consumers(node.name)
         if node.op in ("conv", "add") and consumers and all(c.op == "relu" for c in consumers):
             continue  # ONNX Runtime folds the ReLU into the next Q: quantize the ReLU output instead
-        if node.op in ("maxpool", "zeropad", "flatten"):
+        if node.op in _MOVES:
             points[node.name] = points.get(node.inputs[0], node.inputs[0])
         else:
             points[node.name] = node.name
@@ -195,7 +212,7 @@ def _read_quantized(graph: Graph, name: str, float_layers: frozenset[str]) -> bo
         if unit_name(c) in float_layers:
             continue
         # ops that only move or average values keep a Q/DQ pair only when their output needs one
-        if c.op not in ("flatten", "maxpool", "zeropad", *POOL_OPS) or _read_quantized(graph, c.name, float_layers):
+        if c.op not in (*_MOVES, *POOL_OPS) or _read_quantized(graph, c.name, float_layers):
             return True
     return False
 
@@ -233,8 +250,11 @@ def make_plan(graph: Graph, amax: Mapping[str, float], target: str = "tensorrt",
     if graph.of_op("batchnorm"):
         raise ValueError("the model still has BatchNorm layers; fold them first (edge_resnet.fold.fold_batchnorm)")
     float_layers = check_float_layers(graph, float_layers)
-    plan = QuantPlan(target, float_layers=float_layers)
-    for name, source in activation_points(graph, target, float_layers).items():
+    points = activation_points(graph, target, float_layers)
+    raw = frozenset(n.name for n in graph.of_op(*POOL_OPS) if target == "tensorrt" and n.inputs[0] in points
+                    and not _feeds_quantized_layer(graph, n.name, float_layers))
+    plan = QuantPlan(target, float_layers=float_layers, raw_readers=raw)
+    for name, source in points.items():
         if source not in amax:
             raise KeyError(f"no calibrated range for tensor {source!r}; recalibrate this model")
         node = graph[name]
