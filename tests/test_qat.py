@@ -74,6 +74,39 @@ def test_qat_model_starts_as_the_ptq_simulation(tmp_path_factory: pytest.TempPat
     assert float(conv.parametrizations.weight.original.grad.abs().sum()) > 0
 
 
+def test_qat_starts_from_the_bias_corrected_ptq_model(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """docs/int8.md: "the biases start from the PTQ plan's bias-corrected ones, so epoch 0 is the PTQ model".
+    With channel means the plan's biases differ from the folded model's (the correction is not a no-op here);
+    QAT given them computes the corrected simulation exactly, and without them it would not."""
+    ckpt = load_checkpoint(tiny_checkpoint(tmp_path_factory))
+    folded = fold_batchnorm(ckpt.build_model())
+    graph = trace(folded)
+    size = ckpt.preprocessing.input_size
+    x = torch.randn(16, 3, size, size, generator=torch.Generator().manual_seed(1))
+    amax = {n.name: 1.0 + i / 10 for i, n in enumerate(graph)}
+    gen = np.random.default_rng(0)
+    means = {n.name: list(gen.normal(0.5, 0.3, n.module.weight.shape[1]))
+             for n in graph.of_op("conv", "linear") if getattr(n.module, "groups", 1) == 1}
+    plan = make_plan(graph, amax, "tensorrt", channel_mean=means, float_layers={"fc"})
+    assert plan.biases, "the plan corrected no bias"
+    moved = max(float(np.abs(b - _folded_bias(graph, name)).max()) for name, b in plan.biases.items())
+    assert moved > 1e-4  # the correction really moves the biases
+    biases = {k: torch.from_numpy(v) for k, v in plan.biases.items()}
+    with torch.no_grad():
+        sim = QuantSim(folded, plan)(x)
+        start = QATModel(folded, amax, float_layers=frozenset({"fc"}), biases=biases)(x)
+        uncorrected = QATModel(folded, amax, float_layers=frozenset({"fc"}))(x)
+    torch.testing.assert_close(start, sim, rtol=1e-4, atol=1e-4)
+    assert float((uncorrected - sim).abs().max()) > 1e-3
+
+
+def _folded_bias(graph, name: str) -> np.ndarray:
+    module = graph[name].module
+    if module.bias is None:
+        return np.zeros(module.weight.shape[0], np.float32)
+    return module.bias.detach().numpy()
+
+
 def test_qat_improves_the_badly_calibrated_files(qat: tuple[ExportResult, dict[str, int]],
                                                  bad_run: ExportResult) -> None:
     result, _ = qat
