@@ -291,9 +291,9 @@ class Report:
             return "accuracy gate failed: " + "; ".join(self.failures)
         if self.undecided:
             return "accuracy gate cannot judge: " + "; ".join(self.undecided)
-        what = "top-1 points" if self.labelled else "points of disagreement"
-        head = (f"accuracy gate passed: every shipped file within {self.tolerance:.2f} {what} of {self.reference} "
-                f"on {self.images} {self.split} images")
+        head = (f"accuracy gate passed: every shipped file within {self.tolerance:.2f} top-1 points of "
+                if self.labelled else f"accuracy gate passed: every shipped file agrees within {self.tolerance:.2f} "
+                "points with ") + f"{self.reference} on {self.images} {self.split} images"
         if not self.checks:
             return head
         worst = max(self.checks, key=lambda c: (c.drop, c.upper))

@@ -161,8 +161,8 @@ def test_a_pass_says_whether_its_bound_confirms_it() -> None:
     assert small.verdict == PASSED and not small.checks[0].confirmed
     assert "not confirmed" in small.verdict_line() and "--num-verify 598 would confirm" in small.verdict_line()
     assert large.verdict == PASSED and large.checks[0].confirmed and "not confirmed" not in large.verdict_line()
-    assert large.verdict_line().startswith("accuracy gate passed: every shipped file within 1.00 points of "
-                                           "disagreement of the FP32 ONNX source (m.onnx) on 400 held-out images")
+    assert large.verdict_line().startswith("accuracy gate passed: every shipped file agrees within 1.00 points "
+                                           "with the FP32 ONNX source (m.onnx) on 400 held-out images; worst: ")
 
 
 def test_a_zero_tolerance_is_judged_on_the_count() -> None:
