@@ -296,7 +296,8 @@ class Report:
                 "points with ") + f"{self.reference} on {self.images} {self.split} images"
         if not self.checks:
             return head
-        worst = max(self.checks, key=lambda c: (c.drop, c.upper))
+        # the largest drop; among equal drops the widest bound, then the lowest SQNR (an INT8 file, not FP32)
+        worst = max(self.checks, key=lambda c: (c.drop, c.upper, -(math.inf if c.sqnr_db is None else c.sqnr_db)))
         return f"{head}; worst: {worst.reason}"
 
     def row(self, key: str) -> Row:
