@@ -398,7 +398,8 @@ def _verify(opts: ExportOptions, ckpt: Checkpoint, data, model, qfolded, plans: 
         labels = run_forms(forms, loader, on_batch=step)
     sim_pair = ("sim_int8", BENCH_ROWS["onnx-int8"].accuracy_key) if "tensorrt" in plans else None
     report = compare(forms, labels, reference=torch_row.accuracy_key, tolerance=opts.tolerance, dataset=data.name,
-                     split="test", sim_pair=sim_pair)
+                     split="test", sim_pair=sim_pair, reference_name=torch_row.label,
+                     more=lambda n: f"a --data whose test split has {n}+ images")
     if calib is not None:  # an INT8 miss is often the calibration set: name it
         small = f", fewer than {SMALL_CALIBRATION}: calibrate on more" if calib.images < SMALL_CALIBRATION else ""
         report.failures = [f"{f}; its ranges come from {calib.images} calibration images of {calib.data}{small}"

@@ -570,6 +570,62 @@ def test_a_read_only_run_or_bundle_folder(command: str, run: Path, bundle: Path,
     assert tree(folder) == before
 
 
+# ---------------------------------------------------------------- issue 23.5: numbers that make no sense
+
+# (command line with RUN, BUNDLE and MODEL standing for the fixtures' paths, what the one line must say). Each is
+# refused by the parser (edge_resnet.cli._common.Bounded) before the command runs: `quantize --size 0` used to
+# write a whole run.
+NUMBERS = [
+    ("quantize MODEL --calib-data RUN --size 0", "--size must be >= 1, got 0"),
+    ("quantize MODEL --calib-data RUN --resize -256", "--resize must be >= 1, got -256"),
+    ("quantize MODEL --calib-data RUN --num-verify 0", "--num-verify must be >= 1, got 0"),
+    ("quantize MODEL --calib-data RUN --num-calib -5", "--num-calib must be >= 1, got -5"),
+    ("quantize MODEL --calib-data RUN --every 0", "--every must be >= 1, got 0"),
+    ("quantize MODEL --calib-data RUN --seed -1", "--seed must be >= 0, got -1"),
+    ("quantize MODEL --calib-data RUN --tolerance -1", "--tolerance must be between 0 and 100, got -1.0"),
+    ("quantize MODEL --calib-data RUN --percentile nan", "--percentile must be in (0, 100], got nan"),
+    ("quantize MODEL --calib-data RUN --memory-budget 0", "--memory-budget must be > 0, got 0.0"),
+    ("quantize MODEL --calib-data RUN --threads -2", "--threads must be >= 0, got -2"),
+    ("export --int8 --batch-size 0", "--batch-size must be >= 1, got 0"),
+    ("export --int8 --tolerance inf", "--tolerance must be between 0 and 100, got inf"),
+    ("export --int8 --threads 0", "--threads must be >= 1, got 0"),
+    ("export --int8 --fallback-max -1", "--fallback-max must be >= 0, got -1"),
+    ("export --int8 --calib-seed -3", "--calib-seed must be >= 0, got -3"),
+    ("train --epochs 0", "--epochs must be >= 1, got 0"),
+    ("train --lr 0", "--lr must be > 0, got 0.0"),
+    ("train --momentum 1.5", "--momentum must be in [0, 1), got 1.5"),
+    ("train --input-size -32", "--input-size must be >= 1, got -32"),
+    ("eval --batch-size 0", "--batch-size must be >= 1, got 0"),
+    ("experiment degradation --limit-train 0", "--limit-train must be >= 1, got 0"),
+    ("qat RUN --epochs 0", "--epochs must be >= 1, got 0"),
+    ("qat RUN --lr -0.0001", "--lr must be > 0, got -0.0001"),
+    ("sensitivity RUN --images 0", "--images must be >= 1, got 0"),
+    ("bundle RUN --samples 0", "--samples must be between 1 and 5000, got 0"),
+    ("bench RUN --batch 8 0", "--batch must be >= 1, got 0"),
+    ("bench RUN --seconds 0", "--seconds must be > 0, got 0.0"),
+    ("bench RUN --warmup -1", "--warmup must be >= 0, got -1"),
+    ("camera 0 --run RUN --timeout 0", "--timeout must be > 0, got 0.0"),
+    ("camera 0 --run RUN --max-frames 0", "--max-frames must be >= 1, got 0"),
+    ("camera 0 --run RUN --fps -30", "--fps must be >= 1, got -30"),
+    ("camera 0 --run RUN --flip-method 8", "--flip-method must be between 0 and 7, got 8"),
+    ("build-engine BUNDLE --batch 1 0 32", "--batch must be >= 1, got 0"),
+    ("build-engine BUNDLE --opt-level 6", "--opt-level must be between 0 and 5, got 6"),
+    ("trtexec-cmd RUN --trt 10.3 --workspace 0", "--workspace must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("line, says", NUMBERS, ids=[c for c, _ in NUMBERS])
+def test_a_number_out_of_its_range_is_refused_by_the_parser_in_one_line(line: str, says: str, run: Path, bundle: Path,
+                                                                        work: Path) -> None:
+    before_run, before_bundle = tree(run), tree(bundle)
+    argv = [{"RUN": str(run), "BUNDLE": str(bundle), "MODEL": str(run / "model.fp32.onnx")}.get(w, w)
+            for w in line.split()]
+    rc, out, err = run_cli(*argv)
+    assert one_line_error(rc, out, err, says) == f"edge-resnet: error: {says}"
+    assert err.count("\n") == 1 and out == ""  # nothing ran: no log line, no progress, no table
+    assert entries(work) == [] and tree(run) == before_run and tree(bundle) == before_bundle
+
+
 # ---------------------------------------------------------------- 5 and 6: what is said, once, and where
 
 
@@ -600,9 +656,10 @@ def test_small_calibration_set_is_warned_and_named_in_the_gate_line(ckpt: Path, 
     assert rc == 3, err
     warned = [r.getMessage() for r in caplog.records if "calibrating on only" in r.getMessage()]
     assert len(warned) == 1 and "15 images (4 more could not be read)" in warned[0] and "fewer than 100" in warned[0]
-    failed = [ln for ln in err.splitlines() if ln.startswith("edge-resnet: accuracy check failed:")]
-    assert failed and all("from 15 calibration images" in ln for ln in failed if "INT8" in ln), failed
-    assert any("model.int8.onnx" in ln for ln in failed)  # the shipped file that failed is named
+    failed = json.loads((tmp_path / "o" / "report.json").read_text())["failures"]
+    assert failed and all("from 15 calibration images" in f for f in failed if "INT8" in f), failed
+    assert any("model.int8.onnx" in f for f in failed)  # the shipped file that failed is named
+    assert err.rstrip("\n").splitlines()[-1] == "edge-resnet: accuracy gate failed: " + "; ".join(failed)
 
 
 def test_each_unreadable_calibration_image_is_warned_once(ckpt: Path, tmp_path: Path, work: Path,

@@ -43,14 +43,14 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """`export --int8 --calib-method max` into a fresh folder; (run dir, what it printed)."""
+def run(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """`export --int8 --calib-method max` into a fresh folder; (run dir, its stdout, its stderr)."""
     out = tmp_path_factory.mktemp("cli_export") / "run"
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         rc = cli.main(["export", "--model", str(ckpt), "--int8", "--calib-method", "max", *FAST, "--output", str(out)])
     assert rc == 0, stdout.getvalue()[-2000:] + stderr.getvalue()[-2000:]
-    return out, stdout.getvalue()
+    return out, stdout.getvalue(), stderr.getvalue()
 
 
 def user_error(rc: int, captured: pytest.CaptureResult[str], *fragments: str) -> str:
@@ -74,15 +74,20 @@ def _digit_frames(n: int, size: int = 32) -> list[np.ndarray]:
 # ---------------------------------------------------------------- the happy path, as printed
 
 
-def test_export_prints_calibration_table_lint_and_files(run: tuple[Path, str]) -> None:
-    out, printed = run
+def test_export_prints_calibration_table_lint_and_files(run: tuple[Path, str, str]) -> None:
+    out, printed, err = run
     assert "calibration: max on 64 images of digits (train split)" in printed
     for name in ("PyTorch FP32", "simulated INT8 (PyTorch)", "ONNX Runtime FP32",
                  "ONNX Runtime INT8 (TensorRT target)", "ONNX Runtime INT8 (CPU target)"):
         assert name in printed, name
     assert "ONNX Runtime FP16" not in printed  # no --fp16
     assert "QDQ lint (TensorRT rules): clean" in printed
-    assert "accuracy within tolerance" in printed
+    # the verdict is the last line on stderr, with its reference, the set and the worst file's bounds and SQNR
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last.startswith("edge-resnet: accuracy gate passed: every shipped file within 1.00 top-1 points of "
+                           "PyTorch FP32 on 360 test images; worst: "), last
+    assert "95% bounds" in last and "logit SQNR" in last
+    assert "Reference: PyTorch FP32." in (out / "report.md").read_text()
     assert f"wrote {out}/" in printed
     assert {"model.int8.onnx", "model.int8.cpu.onnx", "calib.cache", "manifest.json"} <= set(os.listdir(out))
 
@@ -150,12 +155,15 @@ def test_tolerance_gate_exits_3_and_still_writes_the_report(ckpt: Path, tmp_path
     captured = capsys.readouterr()
     assert rc == EXIT_TOLERANCE == 3, captured.err
     assert "Traceback" not in captured.out + captured.err
-    failed = [ln for ln in captured.err.splitlines() if ln.startswith("edge-resnet: accuracy check failed:")]
-    assert any("ONNX Runtime INT8 (TensorRT target), model.int8.onnx, lost" in ln for ln in failed), captured.err
-    # no FP32 backend failed (the simulation-agreement line may mention FP32 in its explanation)
-    assert not any(ln.split("failed: ", 1)[1].startswith(("PyTorch FP32", "ONNX Runtime FP32")) for ln in failed), failed
+    last = captured.err.rstrip("\n").splitlines()[-1]  # the verdict and its reason, last on stderr
+    assert last.startswith("edge-resnet: accuracy gate failed: ONNX Runtime INT8 (TensorRT target), model.int8.onnx, "
+                           "lost "), captured.err
+    assert "even at its 95% lower bound" in last  # ~86 points lost on 360 images: established, not noise
     report = json.loads((out / "report.json").read_text())
-    assert report["passed"] is False and report["failures"]
+    assert report["passed"] is False and report["failures"] and report["verdict"] == "failed"
+    assert last == "edge-resnet: " + report["verdict_line"]
+    # no FP32 backend failed
+    assert not any(f.startswith(("PyTorch FP32", "ONNX Runtime FP32")) for f in report["failures"]), report["failures"]
     rows = {r["key"]: r for r in report["backends"]}
     assert rows["onnxruntime_tensorrt"]["drop"] > 10
     assert "FAILED" in (out / "report.md").read_text()
@@ -209,7 +217,7 @@ def test_unknown_calib_method_is_a_usage_error(ckpt: Path, tmp_path: Path, monke
     assert os.listdir(tmp_path) == []
 
 
-def test_pinned_calibration_of_another_model(run: tuple[Path, str], ckpt: Path, tmp_path: Path, monkeypatch,
+def test_pinned_calibration_of_another_model(run: tuple[Path, str, str], ckpt: Path, tmp_path: Path, monkeypatch,
                                              capsys) -> None:
     monkeypatch.chdir(tmp_path)
     doc = json.loads((run[0] / "calib.json").read_text())
@@ -222,7 +230,7 @@ def test_pinned_calibration_of_another_model(run: tuple[Path, str], ckpt: Path, 
     assert os.listdir(tmp_path) == ["calib.json"]
 
 
-def test_pinned_calibration_of_this_model(run: tuple[Path, str], ckpt: Path, tmp_path: Path, monkeypatch,
+def test_pinned_calibration_of_this_model(run: tuple[Path, str, str], ckpt: Path, tmp_path: Path, monkeypatch,
                                           capsys) -> None:
     monkeypatch.chdir(tmp_path)
     rc = cli.main(["export", "--model", str(ckpt), "--int8", "--target", "tensorrt",
@@ -270,20 +278,20 @@ def test_registry_name_finds_the_default_run_checkpoint(ckpt: Path, tmp_path: Pa
 # ---------------------------------------------------------------- lint
 
 
-def test_lint_our_int8_model_is_clean(run: tuple[Path, str], capsys) -> None:
+def test_lint_our_int8_model_is_clean(run: tuple[Path, str, str], capsys) -> None:
     assert cli.main(["lint", str(run[0] / "model.int8.onnx")]) == 0
     captured = capsys.readouterr()
     assert "clean" in captured.out and captured.err == ""
 
 
-def test_lint_fp32_model_has_no_qdq(run: tuple[Path, str], capsys) -> None:
+def test_lint_fp32_model_has_no_qdq(run: tuple[Path, str, str], capsys) -> None:
     assert cli.main(["lint", str(run[0] / "model.fp32.onnx")]) == 1
     captured = capsys.readouterr()
     assert "[no-qdq]" in captured.out
     assert "1 violation(s)" in captured.err
 
 
-def test_lint_names_the_node_with_a_nonzero_zero_point(run: tuple[Path, str], tmp_path: Path, capsys) -> None:
+def test_lint_names_the_node_with_a_nonzero_zero_point(run: tuple[Path, str, str], tmp_path: Path, capsys) -> None:
     model = onnx.load(str(run[0] / "model.int8.onnx"))
     q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] != "input")
     zp = next(i for i in model.graph.initializer if i.name == q.input[2])
@@ -322,7 +330,7 @@ def _exe(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=300)
 
 
-def test_console_script_exit_codes(run: tuple[Path, str], ckpt: Path, tmp_path: Path) -> None:
+def test_console_script_exit_codes(run: tuple[Path, str, str], ckpt: Path, tmp_path: Path) -> None:
     black = _black_folder(tmp_path / "black")
     cases = [
         (0, ["lint", run[0] / "model.int8.onnx"]),
@@ -342,7 +350,7 @@ def test_console_script_exit_codes(run: tuple[Path, str], ckpt: Path, tmp_path: 
     assert json.loads((tmp_path / "gate" / "report.json").read_text())["passed"] is False
 
 
-def test_model_may_be_a_moved_run_directory(run: tuple[Path, str], tmp_path: Path, monkeypatch, capsys) -> None:
+def test_model_may_be_a_moved_run_directory(run: tuple[Path, str, str], tmp_path: Path, monkeypatch, capsys) -> None:
     """--model DIR uses DIR/model.pt and DIR as the output; its calib.json still fits after the move."""
     monkeypatch.chdir(tmp_path)
     moved = tmp_path / "moved"
@@ -380,7 +388,7 @@ def test_unreadable_calibration_images_fail_before_any_file_is_written(
     assert not out.exists() or listing(out) == {}
 
 
-def test_a_later_export_removes_what_it_does_not_rewrite(run: tuple[Path, str], tmp_path: Path) -> None:
+def test_a_later_export_removes_what_it_does_not_rewrite(run: tuple[Path, str, str], tmp_path: Path) -> None:
     out = tmp_path / "run"
     shutil.copytree(run[0], out)
     assert (out / "model.int8.cpu.onnx").exists() and (out / "calib.json").exists()
@@ -392,7 +400,7 @@ def test_a_later_export_removes_what_it_does_not_rewrite(run: tuple[Path, str], 
     assert manifest["int8"] is None
 
 
-def test_a_pinned_calibration_replaces_the_run_directorys(run: tuple[Path, str], tmp_path: Path) -> None:
+def test_a_pinned_calibration_replaces_the_run_directorys(run: tuple[Path, str, str], tmp_path: Path) -> None:
     out = tmp_path / "run"
     shutil.copytree(run[0], out)
     pinned = tmp_path / "pinned.json"

@@ -56,6 +56,7 @@ class BenchOptions:
     top_k: int = 5  # classes decoded per image in post-processing
     output: str | None = None  # folder for bench.json and bench.png; None: the run directory
     plot: bool = True
+    skip_missing: bool = False  # bench what exists when a model the manifest lists is gone (said, not silent)
 
     def validate(self) -> None:
         if not self.batches or any(not isinstance(b, int) or b < 1 for b in self.batches):
@@ -110,6 +111,12 @@ def benchmark_run(run_dir: str | Path, opts: BenchOptions | None = None) -> Benc
         raise ConfigError(f"--output {output} is a file; pass a directory for bench.json and bench.png")
     check_frames_source(opts.frames)
     frames = load_frames(opts.frames).describe()
+    missing = listed_but_missing(manifest, opts.backends)
+    if missing and not opts.skip_missing:
+        raise EdgeResNetError(f"{run_dir} lacks {', '.join(missing)}, which its manifest lists; copy the whole run "
+                              "(or write the file again), or pass --skip-missing to bench the models that are there")
+    for name in missing:
+        log.warning("bench: %s is listed in %s/manifest.json but missing; not benched (--skip-missing)", name, run_dir)
     jobs = plan(manifest, opts.backends)
     manifest.verify([j.file.name for j in jobs if j.file.name in manifest.files])
     providers = resolve_providers(opts.providers)
@@ -130,6 +137,7 @@ def benchmark_run(run_dir: str | Path, opts: BenchOptions | None = None) -> Benc
     settings = {**asdict(opts), "batches": list(batches), "providers": providers, "output": str(output)}
     result = BenchResult.build(run_dir=run_dir, manifest=manifest, jobs=jobs, settings=settings,
                                environment=environment, frames=frames, started=started)
+    result.notes[:0] = [f"{name} not benched: listed in the manifest but missing (--skip-missing)" for name in missing]
     try:
         result.write(output, plot=opts.plot)
     except OSError as e:  # probed above, but a disk can fill or a folder go during the run
@@ -177,6 +185,15 @@ def plan(manifest: Manifest, requested: Sequence[str] | None) -> list[Job]:
     if not jobs:
         raise EdgeResNetError(f"{manifest.run_dir} has no model to benchmark; export one with `edge-resnet export`")
     return jobs
+
+
+def listed_but_missing(manifest: Manifest, requested: Sequence[str] | None) -> list[str]:
+    """The model files of the rows to bench that the manifest lists but the folder lacks (a requested one is
+    refused by ``plan`` with its own message)."""
+    if requested is not None:
+        return []
+    entries = [manifest.by_role(row.role) for row in BENCH_ROWS.values() if row.role is not None]
+    return [e.name for e in entries if e is not None and not manifest.path(e.name).is_file()]
 
 
 def _engine_precision(name: str) -> str | None:

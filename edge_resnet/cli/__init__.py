@@ -74,7 +74,11 @@ def _workstation_check(command: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(only=_chosen(argv))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except EdgeResNetError as e:  # a number out of its range (cli._common.Bounded): one line, like every mistake
+        print(f"edge-resnet: error: {e}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
     func: Callable[[argparse.Namespace], int] = args.func

@@ -38,6 +38,51 @@ class _BooleanOptional(argparse.Action):
 BooleanOptionalAction = getattr(argparse, "BooleanOptionalAction", _BooleanOptional)
 
 
+class Bounded(argparse.Action):
+    """Store a number (or each of ``nargs`` numbers) that must lie in a range; one outside it stops the parser
+    with a ConfigError naming the option, the range and the value, which the CLI prints as its one
+    ``edge-resnet: error:`` line (exit 1) before the command runs, so nothing is written::
+
+        p.add_argument("--size", type=int, action=Bounded, at_least=1)
+        p.add_argument("--percentile", type=float, action=Bounded, above=0, at_most=100)
+
+    Floats must also be finite (nan compares false with every bound; inf is no size, time or tolerance).
+    Defaults are not checked: they are the program's own.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, at_least: float | None = None,
+                 above: float | None = None, at_most: float | None = None, below: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.at_least, self.above, self.at_most, self.below = at_least, above, at_most, below
+
+    def range(self) -> str:
+        """The valid range as the error line says it: ">= 1", "> 0", "between 0 and 5", "in (0, 100]"."""
+        low = self.at_least if self.at_least is not None else self.above
+        high = self.at_most if self.at_most is not None else self.below
+        if low is None or high is None:
+            return (f">= {self.at_least}" if self.at_least is not None else f"> {self.above}" if self.above is not None
+                    else f"<= {self.at_most}" if self.at_most is not None else f"< {self.below}")
+        if self.at_least is not None and self.at_most is not None:
+            return f"between {low} and {high}"
+        return f"in {'[' if self.at_least is not None else '('}{low}, {high}{']' if self.at_most is not None else ')'}"
+
+    def ok(self, v: float) -> bool:
+        return (v == v and abs(v) != float("inf")
+                and (self.at_least is None or v >= self.at_least) and (self.above is None or v > self.above)
+                and (self.at_most is None or v <= self.at_most) and (self.below is None or v < self.below))
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from edge_resnet.errors import ConfigError
+
+        for v in values if isinstance(values, list) else [values]:
+            if not self.ok(v):
+                name = option_string or self.metavar or self.dest
+                raise ConfigError(f"{name} must be {self.range()}, got {v}")
+        setattr(namespace, self.dest, values)
+
+
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

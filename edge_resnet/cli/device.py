@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_resnet.cli._common import DEFAULT_RUN, Command, BooleanOptionalAction, table
+from edge_resnet.cli._common import DEFAULT_RUN, BooleanOptionalAction, Bounded, Command, table
 from edge_resnet.contract import BENCH_ROWS, EXIT_TOLERANCE
 from edge_resnet.errors import EdgeResNetError
 
@@ -41,7 +41,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         warmup=args.warmup, iterations=args.iterations, min_iterations=args.min_iterations,
                         seconds=args.seconds, threads=args.threads,
                         providers=tuple(args.providers) if args.providers else None, frames=args.frames,
-                        top_k=args.top_k, output=args.output, plot=args.plot)
+                        top_k=args.top_k, output=args.output, plot=args.plot, skip_missing=args.skip_missing)
     result = benchmark_run(args.run_dir, opts)
     print(table(result.table(), result.header()))
     print(result.summary())
@@ -98,13 +98,21 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(f"{result.imported.source_nodes} ONNX nodes imported ({result.imported.folded_bn} BatchNorms folded); "
           f"calibrated on {calib.images} images of {result.data} with {calib.method}{chosen} in "
           f"{result.seconds['calibrate']:.1f} s")
-    print(table(result.report.table(), result.report.HEADER))
-    print(f"tolerance {opts.tolerance:g} top-1 points on {result.report.images} held-out images: "
-          + ("PASSED" if result.passed else "FAILED: " + "; ".join(result.report.failures)))
-    for w in result.report.warnings:
-        print(f"warning: {w}")
+    report = result.report
+    print(f"verified on {report.images} held-out images against {report.reference}" + (
+        "" if report.labelled else "; no labels (no class folders named after the model's labels): the gate judges "
+        "agreement with it, not accuracy"))
+    print(table(report.table(), report.HEADER))
     print(f"wrote {result.run_dir} ({', '.join(p.name for p in result.files.values())})")
-    return 0 if result.passed else EXIT_TOLERANCE
+    return print_verdict(report)
+
+
+def print_verdict(report: Any) -> int:
+    """The accuracy gate's warnings, then its verdict as the last line on stderr; the exit status."""
+    for w in report.warnings:
+        print(f"edge-resnet: warning: {w}", file=sys.stderr)
+    print(f"edge-resnet: {report.verdict_line()}", file=sys.stderr, flush=True)
+    return 0 if report.passed else EXIT_TOLERANCE
 
 
 def _triple(text: str | None, flag: str) -> tuple[float, float, float] | None:
@@ -219,18 +227,20 @@ def _doctor_header(diagnosis: Any, root: str) -> str:
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="int8", choices=["int8", "fp16", "fp32"], help="default: %(default)s")
-    p.add_argument("--batch", type=int, nargs=3, default=[1, 1, 32], metavar=("MIN", "OPT", "MAX"),
+    p.add_argument("--batch", type=int, action=Bounded, at_least=1, nargs=3, default=[1, 1, 32],
+                   metavar=("MIN", "OPT", "MAX"),
                    help="optimization profile over the batch (default: 1 1 32; DLA uses OPT as a fixed batch)")
-    p.add_argument("--workspace", type=int, default=None, metavar="MIB",
+    p.add_argument("--workspace", type=int, action=Bounded, at_least=1, default=None, metavar="MIB",
                    help="builder workspace limit in MiB (default: TensorRT's)")
-    p.add_argument("--dla", type=int, default=None, metavar="CORE",
+    p.add_argument("--dla", type=int, action=Bounded, at_least=0, default=None, metavar="CORE",
                    help="build for this DLA core with GPU fallback (Jetson AGX/NX)")
     p.add_argument("--implicit", action="store_true",
                    help="INT8 from calib.cache (model.int8.implicit.onnx; TensorRT 8.5-10.x; DLA INT8 does this "
                         "anyway)")
     p.add_argument("--timing-cache", default="timing.cache", help="timing cache file, reused and updated "
                                                                   "(default: %(default)s in the bundle)")
-    p.add_argument("--opt-level", type=int, default=None, help="builder optimization level 0-5 (TensorRT 8.6+)")
+    p.add_argument("--opt-level", type=int, action=Bounded, at_least=0, at_most=5, default=None,
+                   help="builder optimization level 0-5 (TensorRT 8.6+)")
 
 
 def _lint_options(p: argparse.ArgumentParser) -> None:
@@ -239,24 +249,33 @@ def _lint_options(p: argparse.ArgumentParser) -> None:
 
 def _bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", nargs="?", default=str(DEFAULT_RUN), help="run directory (default: %(default)s)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (default: 1 8 32)")
+    p.add_argument("--batch", type=int, action=Bounded, at_least=1, nargs="+", default=[1, 8, 32],
+                   help="batch sizes (default: 1 8 32)")
     p.add_argument("--backends", nargs="+", default=None, metavar="NAME",
                    help=f"any of {', '.join(BENCH_ROWS)} (default: every one the run has)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed iterations per batch size (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=200, help="at most this many timed iterations per batch "
-                                                               "size (default: %(default)s)")
-    p.add_argument("--min-iterations", type=int, default=10, help="at least this many, even past --seconds "
-                                                                  "(default: %(default)s)")
-    p.add_argument("--seconds", type=float, default=2.0, help="per batch size: stop after this long, once "
-                                                              "--min-iterations are done (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (default: 0, the library's own)")
+    p.add_argument("--warmup", type=int, action=Bounded, at_least=0, default=5,
+                   help="untimed iterations per batch size (default: %(default)s)")
+    p.add_argument("--iterations", type=int, action=Bounded, at_least=1, default=200,
+                   help="at most this many timed iterations per batch "
+                        "size (default: %(default)s)")
+    p.add_argument("--min-iterations", type=int, action=Bounded, at_least=1, default=10,
+                   help="at least this many, even past --seconds "
+                        "(default: %(default)s)")
+    p.add_argument("--seconds", type=float, action=Bounded, above=0, default=2.0,
+                   help="per batch size: stop after this long, once "
+                        "--min-iterations are done (default: %(default)s)")
+    p.add_argument("--threads", type=int, action=Bounded, at_least=0, default=0,
+                   help="intra-op threads (default: 0, the library's own)")
     p.add_argument("--providers", nargs="+", default=None, help="ONNX Runtime execution providers, best first "
                                                                 "(default: the best of CUDA and CPU)")
     p.add_argument("--frames", default=None, help="folder of images, an image or a video file to preprocess "
                                                   "(default: the bundled 8x8 digits)")
-    p.add_argument("--top-k", type=int, default=5, help="classes decoded per image (default: %(default)s)")
+    p.add_argument("--top-k", type=int, action=Bounded, at_least=1, default=5,
+                   help="classes decoded per image (default: %(default)s)")
     p.add_argument("--output", default=None, help="folder for bench.json and bench.png (default: the run directory)")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="do not write bench.png")
+    p.add_argument("--skip-missing", action="store_true", help="bench the models that are there when one the "
+                                                               "manifest lists is missing (refused without it)")
 
 
 def _camera_options(p: argparse.ArgumentParser) -> None:
@@ -269,9 +288,11 @@ def _camera_options(p: argparse.ArgumentParser) -> None:
                                                      "ONNX Runtime), tensorrt or onnxruntime (default: %(default)s)")
     p.add_argument("--providers", nargs="+", default=None, help="ONNX Runtime execution providers, best first "
                                                                 "(default: the best available)")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: 0, every core but "
-                                                          "one, which decodes and preprocesses)")
-    p.add_argument("--top-k", type=int, default=5, help="classes per JSON line (default: %(default)s)")
+    p.add_argument("--threads", type=int, action=Bounded, at_least=0, default=0,
+                   help="ONNX Runtime intra-op threads (default: 0, every core but "
+                        "one, which decodes and preprocesses)")
+    p.add_argument("--top-k", type=int, action=Bounded, at_least=1, default=5,
+                   help="classes per JSON line (default: %(default)s)")
     p.add_argument("--display", action=BooleanOptionalAction, default=None,
                    help="show a window with the overlay (default: when a display and a GUI OpenCV exist)")
     p.add_argument("--save", default=None, metavar="VIDEO", help="write the annotated video (.mp4, .avi, .mkv); "
@@ -282,19 +303,28 @@ def _camera_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", default=None, metavar="FILE", help="also write the summary as JSON to FILE")
     p.add_argument("--pace", action="store_true", help="files: play at the file's frame rate and drop frames the "
                                                        "model cannot keep up with, as with a camera")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many classified frames")
-    p.add_argument("--retries", type=int, default=10, help="reconnect attempts for a live source that stops, and "
-                                                           "open attempts for a network one (default: %(default)s)")
-    p.add_argument("--retry-delay", type=float, default=0.5, help="seconds before the first retry, doubling "
-                                                                  "(default: %(default)s)")
-    p.add_argument("--retry-max-delay", type=float, default=10.0, help="longest wait between retries "
-                                                                       "(default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=10.0, help="network open/read timeout in seconds "
-                                                               "(default: %(default)s)")
-    p.add_argument("--width", type=int, default=None, help="capture width for cameras (CSI default 1280)")
-    p.add_argument("--height", type=int, default=None, help="capture height for cameras (CSI default 720)")
-    p.add_argument("--fps", type=int, default=None, help="capture frame rate for cameras (CSI default 30)")
-    p.add_argument("--flip-method", type=int, default=0, help="CSI cameras: nvvidconv flip-method (default: 0)")
+    p.add_argument("--max-frames", type=int, action=Bounded, at_least=1, default=None,
+                   help="stop after this many classified frames")
+    p.add_argument("--retries", type=int, action=Bounded, at_least=0, default=10,
+                   help="reconnect attempts for a live source that stops, and "
+                        "open attempts for a network one (default: %(default)s)")
+    p.add_argument("--retry-delay", type=float, action=Bounded, at_least=0, default=0.5,
+                   help="seconds before the first retry, doubling "
+                        "(default: %(default)s)")
+    p.add_argument("--retry-max-delay", type=float, action=Bounded, at_least=0, default=10.0,
+                   help="longest wait between retries "
+                        "(default: %(default)s)")
+    p.add_argument("--timeout", type=float, action=Bounded, above=0, default=10.0,
+                   help="network open/read timeout in seconds "
+                        "(default: %(default)s)")
+    p.add_argument("--width", type=int, action=Bounded, at_least=1, default=None,
+                   help="capture width for cameras (CSI default 1280)")
+    p.add_argument("--height", type=int, action=Bounded, at_least=1, default=None,
+                   help="capture height for cameras (CSI default 720)")
+    p.add_argument("--fps", type=int, action=Bounded, at_least=1, default=None,
+                   help="capture frame rate for cameras (CSI default 30)")
+    p.add_argument("--flip-method", type=int, action=Bounded, at_least=0, at_most=7, default=0,
+                   help="CSI cameras: nvvidconv flip-method (default: 0)")
 
 
 def _quantize_options(p: argparse.ArgumentParser) -> None:
@@ -305,27 +335,35 @@ def _quantize_options(p: argparse.ArgumentParser) -> None:
                    help="a folder of images (recursive), a video file, or a live source as the camera app takes it: "
                         "camera index (0), /dev/videoN, csi://N, rtsp://..., a GStreamer pipeline")
     p.add_argument("--output", default=None, help="run directory (default: <model folder>/<model name>-int8)")
-    p.add_argument("--num-calib", type=int, default=512, help="calibration images (default: %(default)s)")
-    p.add_argument("--num-verify", type=int, default=256, help="held-out images that verify (a folder holds out at "
-                                                               "most a quarter; default: %(default)s)")
-    p.add_argument("--every", type=int, default=1, help="video and live sources: take every k-th frame read "
-                                                        "(default: 1)")
+    p.add_argument("--num-calib", type=int, action=Bounded, at_least=1, default=512,
+                   help="calibration images (default: %(default)s)")
+    p.add_argument("--num-verify", type=int, action=Bounded, at_least=1, default=256,
+                   help="held-out images that verify (a folder holds out at "
+                        "most a quarter; default: %(default)s)")
+    p.add_argument("--every", type=int, action=Bounded, at_least=1, default=1,
+                   help="video and live sources: take every k-th frame read "
+                        "(default: 1)")
     p.add_argument("--pace", action="store_true", help="video files: read at the file's frame rate, newest frame "
                                                        "only, as from a camera")
-    p.add_argument("--seed", type=int, default=0, help="folders: the seed of the held-out split (default: 0)")
+    p.add_argument("--seed", type=int, action=Bounded, at_least=0, default=0,
+                   help="folders: the seed of the held-out split (default: 0)")
     p.add_argument("--calib-method", default="auto", choices=["auto", *CALIBRATORS],
                    help="auto scores every calibrator on held-out images and keeps the best (default: %(default)s)")
-    p.add_argument("--percentile", type=float, default=99.99, help="for --calib-method percentile "
-                                                                   "(default: %(default)s)")
-    p.add_argument("--tolerance", type=float, default=1.0, help="allowed top-1 drop (points) against the source "
-                                                                "model (default: %(default)s)")
+    p.add_argument("--percentile", type=float, action=Bounded, above=0, at_most=100, default=99.99,
+                   help="for --calib-method percentile "
+                        "(default: %(default)s)")
+    p.add_argument("--tolerance", type=float, action=Bounded, at_least=0, at_most=100, default=1.0,
+                   help="allowed top-1 drop (points) against the source "
+                        "model (default: %(default)s)")
     p.add_argument("--quantize-classifier", action="store_true", help="quantize the final FC layer too (default: "
                                                                       "float, as Model Optimizer leaves it)")
     p.add_argument("--float-layers", default=None, metavar="LAYER[,LAYER]", help="ONNX node names to keep in float")
-    p.add_argument("--size", type=int, default=None, help="input side (without a manifest.json beside the model; "
-                                                          "default: the model's)")
-    p.add_argument("--resize", type=int, default=None, help="shorter side before the centre crop (default: "
-                                                            "size * 256 / 224)")
+    p.add_argument("--size", type=int, action=Bounded, at_least=1, default=None,
+                   help="input side (without a manifest.json beside the model; "
+                        "default: the model's)")
+    p.add_argument("--resize", type=int, action=Bounded, at_least=1, default=None,
+                   help="shorter side before the centre crop (default: "
+                        "size * 256 / 224)")
     p.add_argument("--mean", default=None, metavar="R,G,B", help="per-channel mean of [0, 1] pixels (default: "
                                                                  "ImageNet's)")
     p.add_argument("--std", default=None, metavar="R,G,B", help="per-channel std (default: ImageNet's)")
@@ -334,8 +372,9 @@ def _quantize_options(p: argparse.ArgumentParser) -> None:
                                                                                 "(default: pil)")
     p.add_argument("--labels", default=None, help="a text file with one class name per line (default: the "
                                                   "manifest's, else the class indices)")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: 0, its own)")
-    p.add_argument("--memory-budget", type=float, default=64.0, metavar="MB",
+    p.add_argument("--threads", type=int, action=Bounded, at_least=0, default=0,
+                   help="ONNX Runtime intra-op threads (default: 0, its own)")
+    p.add_argument("--memory-budget", type=float, action=Bounded, above=0, default=64.0, metavar="MB",
                    help="at most this much of intermediate tensors per calibration step (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace another model's run at --output")
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from edge_resnet.cli._common import DEFAULT_RUN, Command, BooleanOptionalAction, ProgressMonitor, format_eval, progress_bar, table
-from edge_resnet.cli.device import add_build_options, build_options
-from edge_resnet.contract import CALIBRATORS, EXIT_TOLERANCE
+from edge_resnet.cli._common import (DEFAULT_RUN, BooleanOptionalAction, Bounded, Command, ProgressMonitor,
+                                     format_eval, progress_bar, table)
+from edge_resnet.cli.device import add_build_options, build_options, print_verdict
+from edge_resnet.contract import CALIBRATORS
 from edge_resnet.contract.files import FILES, checkpoint_reference
 from edge_resnet.errors import EdgeResNetError
 
@@ -148,14 +148,7 @@ def _print_export(result: Any, tolerance: float) -> int:
         print("QDQ lint (TensorRT rules): " + (f"{len(violations)} violations" if violations else "clean")
               + (f" ({floats} layer(s) deliberately float, as the manifest lists)" if floats else ""))
     print(f"wrote {result.run_dir}/: " + ", ".join(p.name for p in result.files.values()))
-    for w in report.warnings:
-        print(f"edge-resnet: warning: {w}", file=sys.stderr)
-    if not report.passed:
-        for f in report.failures:
-            print(f"edge-resnet: accuracy check failed: {f}", file=sys.stderr)
-        return EXIT_TOLERANCE
-    print(f"accuracy within tolerance ({report.tolerance:g} top-1 points)")
-    return 0
+    return print_verdict(report)
 
 
 def cmd_qat(args: argparse.Namespace) -> int:
@@ -223,7 +216,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
     def opt(flag: str, help: str, **kw: Any) -> None:
         dest = flag.lstrip("-").replace("-", "_")
-        if "action" not in kw or kw["action"] is BooleanOptionalAction:
+        if kw.get("action", Bounded) in (Bounded, BooleanOptionalAction) and "(default:" not in help:
             help = f"{help} (default: {_train_default(dest)})"
         p.add_argument(flag, default=S, help=help, **kw)
 
@@ -232,19 +225,20 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     opt("--output", "run directory (default: runs/<model>-<dataset>)", action="store")
     opt("--shortcut", "paper shortcut option A, B or C", choices=["A", "B", "C", "a", "b", "c"])
     opt("--weights", "weights file to start from: torchvision .pth, timm or edge-resnet checkpoint")
-    opt("--num-classes", "expected class count; the head is replaced when the weights have another", type=int)
-    opt("--input-size", "network input side in pixels", type=int)
+    opt("--num-classes", "expected class count; the head is replaced when the weights have another", type=int,
+        action=Bounded, at_least=1)
+    opt("--input-size", "network input side in pixels", type=int, action=Bounded, at_least=1)
     opt("--resampler", "resize implementation, in training and on the device: pil (antialiased, torchvision's) "
                        "or opencv (bilinear, no antialiasing, ~10x cheaper per camera frame; needs cv2) "
                        "(default: pil for a new model, the checkpoint's when fine-tuning)",
         choices=["pil", "opencv"], action="store")
-    opt("--epochs", "training epochs", type=int)
-    opt("--batch-size", "global batch size", type=int)
-    opt("--lr", "peak learning rate", type=float)
-    opt("--momentum", "SGD momentum", type=float)
-    opt("--weight-decay", "SGD weight decay", type=float)
+    opt("--epochs", "training epochs", type=int, action=Bounded, at_least=1)
+    opt("--batch-size", "global batch size", type=int, action=Bounded, at_least=1)
+    opt("--lr", "peak learning rate", type=float, action=Bounded, above=0)
+    opt("--momentum", "SGD momentum", type=float, action=Bounded, at_least=0, below=1)
+    opt("--weight-decay", "SGD weight decay", type=float, action=Bounded, at_least=0)
     opt("--schedule", "learning-rate schedule", choices=["cosine", "step"])
-    opt("--warmup-epochs", "linear warm-up epochs", type=float)
+    opt("--warmup-epochs", "linear warm-up epochs", type=float, action=Bounded, at_least=0)
     opt("--augment", "training augmentation", choices=["auto", "cifar", "imagenet", "none"])
     opt("--hflip", "random horizontal flips (default: only for flip-invariant data)",
         action=BooleanOptionalAction)
@@ -252,8 +246,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     opt("--amp", "mixed precision, CUDA only (default: on with CUDA)", action=BooleanOptionalAction)
     opt("--channels-last", "channels_last memory format (default: on with CUDA)",
         action=BooleanOptionalAction)
-    opt("--workers", "DataLoader worker processes (default: 0 on CPU, 4 on CUDA)", type=int, action="store")
-    opt("--seed", "random seed (weights, split, batches, augmentation)", type=int)
+    opt("--workers", "DataLoader worker processes (default: 0 on CPU, 4 on CUDA)", type=int, action=Bounded, at_least=0)
+    opt("--seed", "random seed (weights, split, batches, augmentation)", type=int, action=Bounded, at_least=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last.pt")
 
 
@@ -267,10 +261,11 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"],
                    help="CIFAR model names (default: plain20 plain56 resnet20 resnet56)")
     p.add_argument("--shortcut", default="A", choices=["A", "B"], help="for the ResNets (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=30, help="default: %(default)s")
-    p.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    p.add_argument("--limit-train", type=int, default=None, help="train on about this many images (default: all)")
+    p.add_argument("--epochs", type=int, action=Bounded, at_least=1, default=30, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, action=Bounded, at_least=1, default=128, help="default: %(default)s")
+    p.add_argument("--seed", type=int, action=Bounded, at_least=0, default=0, help="default: %(default)s")
+    p.add_argument("--limit-train", type=int, action=Bounded, at_least=1, default=None,
+                   help="train on about this many images (default: all)")
     p.add_argument("--output", default="runs/degradation", help="default: %(default)s")
 
 
@@ -278,7 +273,7 @@ def _eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=str(DEFAULT_RUN / FILES["checkpoint"]), help="checkpoint (model.pt or its run directory; default: %(default)s)")
     p.add_argument("--data", default=None, help="dataset folder (default: the bundled digits)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: %(default)s")
-    p.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, action=Bounded, at_least=1, default=256, help="default: %(default)s")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: %(default)s")
     p.add_argument("--json", default=None, help="JSON report path (default: eval-<dataset>-<split>.json "
                                                 "beside the checkpoint)")
@@ -295,29 +290,34 @@ def _export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-method", default="auto", choices=["auto", *CALIBRATORS],
                    help="range calibrator; auto keeps the one whose simulated INT8 logits are closest to "
                         "FP32 on the validation split (default: %(default)s)")
-    p.add_argument("--percentile", type=float, default=99.99, help="for --calib-method percentile "
-                                                                   "(default: %(default)s)")
-    p.add_argument("--num-calib", type=int, default=512, help="calibration images (default: %(default)s)")
-    p.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration sample (default: %(default)s)")
-    p.add_argument("--every", type=int, default=1, help="video calibration: use every k-th frame (default: 1)")
+    p.add_argument("--percentile", type=float, action=Bounded, above=0, at_most=100, default=99.99,
+                   help="for --calib-method percentile "
+                        "(default: %(default)s)")
+    p.add_argument("--num-calib", type=int, action=Bounded, at_least=1, default=512,
+                   help="calibration images (default: %(default)s)")
+    p.add_argument("--calib-seed", type=int, action=Bounded, at_least=0, default=0,
+                   help="seed of the calibration sample (default: %(default)s)")
+    p.add_argument("--every", type=int, action=Bounded, at_least=1, default=1,
+                   help="video calibration: use every k-th frame (default: 1)")
     p.add_argument("--calib", default=None, help="use this calib.json instead of calibrating (must match the model)")
     p.add_argument("--target", default="all", choices=["all", "tensorrt", "cpu"],
                    help="INT8 flavours: tensorrt = model.int8.onnx (explicit Q/DQ for TensorRT), cpu = "
                         "model.int8.cpu.onnx (fastest on ONNX Runtime CPU); default: %(default)s")
-    p.add_argument("--tolerance", type=float, default=1.0, help="allowed top-1 drop in points (default: %(default)s)")
+    p.add_argument("--tolerance", type=float, action=Bounded, at_least=0, at_most=100, default=1.0,
+                   help="allowed top-1 drop in points (default: %(default)s)")
     p.add_argument("--output", default=None, help="run directory (default: the checkpoint's)")
     p.add_argument("--force", action="store_true", help="export into an --output that holds another model's run, "
                                                         "replacing that run's files (refused without it)")
-    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, action=Bounded, at_least=1, default=64, help="default: %(default)s")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="PyTorch side (default: %(default)s)")
     p.add_argument("--quantize-classifier", action="store_true",
                    help="quantize the final FC layer too (default: it stays float, as NVIDIA Model Optimizer leaves it)")
     p.add_argument("--float-layers", default=None, metavar="LAYER[,LAYER]",
                    help="keep these layers (module paths, see `edge-resnet sensitivity`) in float in both INT8 files")
-    p.add_argument("--fallback-max", type=int, default=3,
+    p.add_argument("--fallback-max", type=int, action=Bounded, at_least=0, default=3,
                    help="when INT8 misses --tolerance on the validation split, leave up to this many of the most "
                         "sensitive layers in float, one at a time (0: off; default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=int, action=Bounded, at_least=1, default=None,
                    help="CPU threads for PyTorch and ONNX Runtime (default: theirs; 1 is often fastest on a busy CPU)")
     p.add_argument("--equalize", default="auto", choices=["auto", "on", "off"],
                    help="cross-layer equalization of the folded model before calibration (exact in FP32); auto "
@@ -331,19 +331,22 @@ def _qat_options(p: argparse.ArgumentParser) -> None:
                                                   "the run itself)")
     p.add_argument("--data", default=None, help="dataset whose train split fine-tunes and test split verifies "
                                                 "(default: the bundled one the model was trained on)")
-    p.add_argument("--epochs", type=int, default=3, help="default: %(default)s")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of the weights and biases "
-                                                          "(default: %(default)s)")
-    p.add_argument("--scale-lr", type=float, default=0.03,
+    p.add_argument("--epochs", type=int, action=Bounded, at_least=1, default=3, help="default: %(default)s")
+    p.add_argument("--lr", type=float, action=Bounded, above=0, default=1e-4,
+                   help="Adam learning rate of the weights and biases "
+                        "(default: %(default)s)")
+    p.add_argument("--scale-lr", type=float, action=Bounded, at_least=0, default=0.03,
                    help="Adam learning rate of the log activation ranges: about the largest relative change "
                         "of a range per step (default: %(default)s; 0.1 to repair a badly clipped calibration)")
-    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, action=Bounded, at_least=1, default=64, help="default: %(default)s")
     p.add_argument("--learn-scales", action=BooleanOptionalAction, default=True,
                    help="train the activation ranges too (LSQ); --no-learn-scales keeps the calibrated ones "
                         "(default: on)")
-    p.add_argument("--tolerance", type=float, default=None, help="allowed top-1 drop in points (default: the export's)")
+    p.add_argument("--tolerance", type=float, action=Bounded, at_least=0, at_most=100, default=None,
+                   help="allowed top-1 drop in points (default: the export's)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: %(default)s")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and ONNX Runtime")
+    p.add_argument("--threads", type=int, action=Bounded, at_least=1, default=None,
+                   help="CPU threads for PyTorch and ONNX Runtime")
     p.add_argument("--force", action="store_true", help="write into an --output that holds another model's run")
 
 
@@ -351,8 +354,9 @@ def _sensitivity_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory with model.pt and calib.json (after `edge-resnet export --int8`)")
     p.add_argument("--data", default=None, help="dataset (default: the bundled one the model was trained on)")
     p.add_argument("--target", default="tensorrt", choices=["tensorrt", "cpu"], help="placement (default: %(default)s)")
-    p.add_argument("--images", type=int, default=None, help="at most this many validation images (default: up to 2048)")
-    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--images", type=int, action=Bounded, at_least=1, default=None,
+                   help="at most this many validation images (default: up to 2048)")
+    p.add_argument("--batch-size", type=int, action=Bounded, at_least=1, default=64, help="default: %(default)s")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: %(default)s")
 
 
@@ -360,7 +364,8 @@ def _bundle_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", default=str(DEFAULT_RUN), help="run directory (default: %(default)s)")
     p.add_argument("--output", default=None, help="bundle folder (default: <run>-bundle beside the run)")
     p.add_argument("--data", default=None, help="the dataset the model was trained on (default: the bundled digits)")
-    p.add_argument("--samples", type=int, default=256, help="validation samples (default: %(default)s)")
+    p.add_argument("--samples", type=int, action=Bounded, at_least=1, at_most=5000, default=256,
+                   help="validation samples (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace a bundle of another model at --output "
                                                         "(refused without it)")
     add_build_options(p)

@@ -83,6 +83,7 @@ class FolderFrames(Frames):
         held = min(num_verify, len(paths) // 4)
         self.verify_paths = [paths[i] for i in sorted(order[:held])]
         self.calib_paths = [paths[i] for i in sorted(order[held:held + num_calib])]
+        self.unused = len(paths) - held - len(self.calib_paths)  # past --num-calib: neither calibrates nor verifies
         self.pre, self.on_image, self.root = pre, on_image, root
         self.kind = "images"
         self.label_of = _folder_labels(root, paths, labels)

@@ -39,7 +39,7 @@ from edge_resnet.export.lint import lint_model
 from edge_resnet.export.onnx_writer import build_onnx
 from edge_resnet.models.dataflow import Graph
 from edge_resnet.models.onnx_import import ImportedModel, import_onnx
-from edge_resnet.ptq.frames import Frames, open_frames
+from edge_resnet.ptq.frames import FolderFrames, Frames, open_frames
 from edge_resnet.quant.plan import check_float_layers, classifier_layers, make_plan
 from edge_resnet.quant.select import pick
 from edge_resnet.runs import MANIFEST, read_manifest
@@ -95,8 +95,9 @@ class QuantizeOptions:
         if self.calib_method not in ("auto", *CALIBRATORS):
             raise ConfigError(f"--calib-method {self.calib_method!r} is not one of auto, {', '.join(CALIBRATORS)}")
         for flag, value, low in (("--num-calib", self.num_calib, 1), ("--num-verify", self.num_verify, 1),
-                                 ("--every", self.every, 1), ("--bins", self.bins, 128), ("--threads", self.threads, 0)):
-            if value < low:
+                                 ("--every", self.every, 1), ("--bins", self.bins, 128), ("--threads", self.threads, 0),
+                                 ("--seed", self.seed, 0), ("--size", self.size, 1), ("--resize", self.resize, 1)):
+            if value is not None and value < low:
                 raise ConfigError(f"{flag} must be >= {low}, got {value}")
         if not 0 < self.percentile <= 100:
             raise ConfigError(f"--percentile must be in (0, 100], got {self.percentile}")
@@ -218,6 +219,7 @@ def quantize(opts: QuantizeOptions, *, progress: Progress | None = None) -> Quan
     pre = Preprocessor(spec)
     frames = open_frames(opts.calib_data, pre, labels, num_calib=opts.num_calib, num_verify=opts.num_verify,
                          every=opts.every, seed=opts.seed, pace=opts.pace)
+    _say_split(frames, opts)
     staged = _Staged(out)
     try:
         result = _run(opts, imported, pre, frames, float_layers, staged, progress, start)
@@ -289,7 +291,7 @@ def _run(opts: QuantizeOptions, imported: ImportedModel, pre: Preprocessor, fram
         raise DataError(f"{frames.name} gave no held-out images to verify on; pass more images (--num-verify "
                         "images are held out, at most a quarter of a folder)")
     with progress("verify", 4 * len(pixels)) as step:
-        report = _verify(Path(opts.model), staged, pre.normalize, pixels, truth, opts, frames.name, step, imported)
+        report = _verify(Path(opts.model), staged, pre.normalize, pixels, truth, opts, frames, step, imported)
     times["verify"] = time.perf_counter() - start - times["calibrate"] - times["build"]
     return QuantizeResult(staged.out, {}, report, calib, imported, frames.name, times, warnings, cache_info)
 
@@ -374,11 +376,41 @@ def _calibration(stats: Statistics, method: str, opts: QuantizeOptions, frames: 
                        channel_mean=stats.channel_means(), requested=method, seconds=seconds)
 
 
+def _selection_count(held: int) -> int:
+    """How many of ``held`` held-out images choose the calibrator under auto: every other one, at most
+    SELECTION_IMAGES (none of a single image)."""
+    return min((held + 1) // 2, SELECTION_IMAGES) if held > 1 else 0
+
+
+def held_out_for(verify: int, auto: bool) -> int:
+    """The held-out images (--num-verify) that leave ``verify`` of them to verify after auto's choice."""
+    if not auto:
+        return verify
+    return 2 * verify if verify <= SELECTION_IMAGES else verify + SELECTION_IMAGES
+
+
+def _say_split(frames: Frames, opts: QuantizeOptions) -> None:
+    """One log line on how a folder splits, a warning when it cannot supply --num-calib after the hold-out."""
+    if not isinstance(frames, FolderFrames):
+        return  # a video or camera: VideoFrames says where it ended short
+    calib, held = len(frames.calib_paths), len(frames.verify_paths)
+    select = _selection_count(held) if opts.calib_method == "auto" else 0
+    total = calib + held + frames.unused
+    split = (f"{calib} calibrate; of the {held} held out, {select} choose the calibrator and {held - select} verify"
+             if select else f"{calib} calibrate, {held} held out verify")
+    if calib < opts.num_calib:
+        cap = " (a quarter at most)" if held < opts.num_verify else ""
+        log.warning("%s has %d images, too few for --num-calib %d after holding out %d%s: %s", frames.root, total,
+                    opts.num_calib, held, cap, split)
+    else:
+        log.info("%s: %s", frames.root, split)
+
+
 def _split_selection(pixels: np.ndarray, truth: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Held-out images for choosing the calibrator (every other one, at most SELECTION_IMAGES) and the rest,
     which verify: the report never judges on the images that made a choice."""
     idx = np.arange(len(pixels))
-    chosen = idx[::2][:SELECTION_IMAGES] if len(pixels) > 1 else idx[:0]
+    chosen = idx[::2][:_selection_count(len(pixels))]
     rest = np.setdiff1d(idx, chosen)
     return pixels[chosen], pixels[rest], None if truth is None else truth[rest]
 
@@ -432,7 +464,7 @@ def _int8_models(graph: Graph, size: int, calib: Calibration, float_layers: dict
 
 
 def _verify(model_path: Path, staged: _Staged, normalize: Callable, pixels: np.ndarray, truth: np.ndarray | None,
-            opts: QuantizeOptions, data: str, step: Callable[[int], None], imported: ImportedModel) -> Report:
+            opts: QuantizeOptions, frames: Frames, step: Callable[[int], None], imported: ImportedModel) -> Report:
     """Every written model against the source ONNX on ONNX Runtime, on the held-out images; the export's gate.
     One session at a time: the held-out pixels are small, the models may not be. An NHWC source gets its
     images transposed; a source ending in Softmax is compared in log-probabilities (ours: log-softmax of
@@ -456,12 +488,20 @@ def _verify(model_path: Path, staged: _Staged, normalize: Callable, pixels: np.n
             b.logits.append(run(np.ascontiguousarray(normalize(pixels[i:i + 32]), dtype=np.float32)))
             step(len(pixels[i:i + 32]))
         del run
-    labels, dataset = truth, data
-    if labels is None:  # no labels: the source model's predictions stand in, so "drop" is disagreement
+    labels = truth
+    if labels is None:  # no labels: the source model's predictions stand in, so the gate judges agreement
         labels = np.concatenate(backends[0].logits).argmax(1)
-        dataset = f"{data}; labels: the source model's predictions"
-    return compare(backends, labels, reference="onnx_source", tolerance=opts.tolerance, dataset=dataset,
-                   split="held-out")
+    auto = opts.calib_method == "auto"
+
+    def more(n: int) -> str:
+        held = held_out_for(n, auto)
+        if isinstance(frames, FolderFrames):
+            return f"--num-verify {max(held, opts.num_verify)} with a folder of {4 * held}+ images"
+        return f"--num-verify {held}"
+
+    return compare(backends, labels, reference="onnx_source", tolerance=opts.tolerance, dataset=frames.name,
+                   split="held-out", reference_name=f"the FP32 ONNX source ({model_path.name})",
+                   labelled=truth is not None, more=more)
 
 
 def _source_runner(model_path: Path, imported: ImportedModel, threads: int) -> Callable[[np.ndarray], np.ndarray]:

@@ -246,7 +246,7 @@ def test_missing_run_directory_and_manifest(tmp_path: Path, monkeypatch: pytest.
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["--batch", "0", "8"], "batch sizes must be whole numbers >= 1, got [0, 8]"),
+    (["--batch", "8", "0"], "--batch must be >= 1, got 0"),  # the parser, before anything runs
     (["--backends", "onnx-int4"], "unknown backend(s) onnx-int4; choose from pytorch, onnx-fp32"),
     (["--min-iterations", "50", "--iterations", "10"], "--min-iterations must be between 1 and --iterations"),
     (["--providers", "NoSuchExecutionProvider"], "NoSuchExecutionProvider not available in this onnxruntime"),
@@ -272,6 +272,28 @@ def test_requested_backend_the_run_lacks_and_a_changed_model(run_dir: Path, tmp_
     rc, _, err = _bench([str(run), "--backends", "onnx-int8-cpu"])
     _user_error(rc, err, "model.int8.cpu.onnx does not match the sha256")
     assert not (run / "bench.json").exists()
+
+
+def test_a_model_the_manifest_lists_but_the_run_lacks(run_dir: Path, tmp_path: Path) -> None:
+    """Issue 23.5: without model.int8.onnx the bench used to measure the rest without a word. It now stops in
+    one line naming the file, and benches what is there only with --skip-missing, saying what it left out."""
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    (run / ENGINE).unlink()
+    (run / "model.int8.onnx").unlink()
+    before = listing(run)
+    rc, out, err = _bench([str(run), *FAST, "--providers", "CPUExecutionProvider"])
+    _user_error(rc, err, f"{run} lacks model.int8.onnx, which its manifest lists", "--skip-missing")
+    assert out == "" and listing(run) == before
+    rc, out, err = _bench([str(run), *FAST, "--providers", "CPUExecutionProvider", "--backends", "onnx-fp32",
+                           "--no-plot", "--output", str(tmp_path / "o1")])
+    assert rc == 0, err  # naming the backends to bench is asking for what exists: no flag needed
+    rc, out, err = _bench([str(run), *FAST, "--providers", "CPUExecutionProvider", "--skip-missing", "--no-plot",
+                           "--output", str(tmp_path / "o3")])
+    assert rc == 0, err
+    result = json.loads((tmp_path / "o3" / "bench.json").read_text())
+    assert "onnx-int8" not in _rows(result) and {"onnx-fp32", "onnx-int8-cpu"} <= set(_rows(result))
+    assert result["notes"][0] == "model.int8.onnx not benched: listed in the manifest but missing (--skip-missing)"
+    assert "model.int8.onnx not benched" in out
 
 
 PROC = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")

@@ -4,6 +4,8 @@ ONNX Runtime, written as a run directory the device commands take, verified agai
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -82,19 +84,53 @@ def test_quantizes_our_model_with_labels_and_passes_the_gate(capsys, digits_run:
     calib = json.loads((out / "calib.json").read_text())
     assert calib["images"] == 48 and calib["requested"] == "auto" and set(calib["selection"]) == {
         "max", "percentile", "entropy", "mse"}
-    assert "PASSED" in stdout
+    assert err.rstrip("\n").splitlines()[-1].startswith("edge-resnet: accuracy gate passed: every shipped file "
+                                                         "within 1.00 top-1 points of the FP32 ONNX source")
+    assert report["labelled"] is True and "no labels" not in stdout
+
+
+def test_unlabelled_frames_are_judged_on_agreement_and_the_verdict_is_the_last_stderr_line(
+        capsys, caplog, digits_run: Path, digit_images: Path, tmp_path: Path) -> None:
+    """The 64 digits without their class folders: the gate judges agreement with the source, says so, and its
+    verdict (with the bounds and the SQNR) is the last line on stderr, after the calibrator scores. 64 images
+    cannot supply --num-calib 512 after the hold-out: one log line says how they split."""
+    flat = tmp_path / "frames"
+    flat.mkdir()
+    for png in digit_images.rglob("*.png"):
+        shutil.copy2(png, flat / f"{png.parent.name}-{png.name}")
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "q"
+    rc, stdout, err = _quantize(capsys, str(digits_run / "model.fp32.onnx"), "--calib-data", str(flat), "--output",
+                                str(out))
+    report = _report(out)
+    assert rc == (3 if report["failures"] else 0), err
+    assert ("no labels (no class folders named after the model's labels): the gate judges agreement with it, not "
+            "accuracy") in stdout
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last == "edge-resnet: " + report["verdict_line"]
+    assert last.startswith("edge-resnet: accuracy gate ") and "95% bounds" in last and "logit SQNR" in last
+    assert "disagrees with the FP32 ONNX source (model.fp32.onnx)" in last
+    assert report["labelled"] is False and report["images"] == 8
+    assert "Reference: the FP32 ONNX source (model.fp32.onnx)." in (out / "report.md").read_text()
+    assert "PyTorch" not in (out / "report.md").read_text()
+    split = [r.getMessage() for r in caplog.records if "too few for --num-calib" in r.getMessage()]
+    assert split == [f"{flat} has 64 images, too few for --num-calib 512 after holding out 16 (a quarter at most): "
+                     "48 calibrate; of the 16 held out, 8 choose the calibrator and 8 verify"], split
 
 
 def test_a_tolerance_miss_exits_3_with_the_files_and_the_failure(capsys, digits_run: Path, digit_images: Path,
                                                                  tmp_path: Path) -> None:
     """Ranges clipped at the 20th percentile wreck INT8: the gate fails, names the file, exit status 3."""
     out = tmp_path / "q"
-    rc, _, _ = _quantize(capsys, str(digits_run / "model.fp32.onnx"), "--calib-data", str(digit_images),
-                         "--num-calib", "48", "--num-verify", "16", "--output", str(out), "--calib-method",
-                         "percentile", "--percentile", "20", "--quantize-classifier", "--tolerance", "0")
+    rc, _, err = _quantize(capsys, str(digits_run / "model.fp32.onnx"), "--calib-data", str(digit_images),
+                           "--num-calib", "48", "--num-verify", "16", "--output", str(out), "--calib-method",
+                           "percentile", "--percentile", "20", "--quantize-classifier")
     report = _report(out)
-    assert rc == 3 and not report["passed"]
+    assert rc == 3 and not report["passed"] and report["verdict"] == "failed"
     assert any("model.int8.onnx" in f for f in report["failures"])
+    # a failure on 16 images under the default 1-point tolerance: established at the lower bound, not one flip
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last.startswith("edge-resnet: accuracy gate failed: ") and "even at its 95% lower bound" in last, err
     load_manifest(out, verify=True)
 
 

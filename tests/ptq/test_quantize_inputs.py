@@ -37,7 +37,8 @@ def test_video_file_every_kth_frame(capsys, digits_run: Path, clip: Path, tmp_pa
     calib = json.loads((out / "calib.json").read_text())
     assert calib["images"] == 12 and "every 3 frames" in calib["data"]
     report = json.loads((out / "report.json").read_text())
-    assert report["images"] == 3 and "the source model's predictions" in report["dataset"]
+    assert report["images"] == 3 and report["labelled"] is False  # a video has no labels: agreement is judged
+    assert report["reference"] == "the FP32 ONNX source (model.fp32.onnx)"
     load_manifest(out, verify=True)
 
 
