@@ -85,7 +85,8 @@ def test_qat_starts_from_the_bias_corrected_ptq_model(tmp_path_factory: pytest.T
     x = torch.randn(16, 3, size, size, generator=torch.Generator().manual_seed(1))
     amax = {n.name: 1.0 + i / 10 for i, n in enumerate(graph)}
     gen = np.random.default_rng(0)
-    means = {n.name: list(gen.normal(0.5, 0.3, n.module.weight.shape[1]))
+    # per-channel means of each conv/linear input, keyed by the input tensor as calibration records them
+    means = {n.inputs[0]: list(gen.normal(0.5, 0.3, n.module.weight.shape[1]))
              for n in graph.of_op("conv", "linear") if getattr(n.module, "groups", 1) == 1}
     plan = make_plan(graph, amax, "tensorrt", channel_mean=means, float_layers={"fc"})
     assert plan.biases, "the plan corrected no bias"
