@@ -71,12 +71,9 @@ def torch_form(key: str, name: str, model: nn.Module, *, device: str = "cpu", **
 
 
 def onnx_form(key: str, name: str, path: str, *, threads: int = 0, **kw: Any) -> ModelForm:
-    import onnxruntime as ort
+    from edge_resnet.sessions import open_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    sess = open_session(path, threads=threads)
     input_name = sess.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ from edge_resnet.torch_settings import torch_threads
 from edge_resnet.errors import CheckpointError, ConfigError, DataError, EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models.graph import Graph, trace
-from edge_resnet.quant import QuantSim, make_plan
+from edge_resnet.quant import QuantSim
 from edge_resnet.quant.equalize import EQUALIZE_CHOICES, equalize
 from edge_resnet.quant.fallback import FallbackResult, fallback
 from edge_resnet.quant.plan import check_float_layers, classifier_layers
@@ -52,10 +52,8 @@ from edge_resnet.training.evaluate import check_classes
 from edge_resnet.training.loop import resolve_device
 from edge_resnet.accuracy import compare, onnx_form, run_forms, torch_form
 from edge_resnet.analysis import HeldOut, held_out
-from edge_resnet.export.lint import errors as lint_errors
-from edge_resnet.export.lint import lint_model
 from edge_resnet.export.onnx_writer import build_onnx, save_onnx
-from edge_resnet.export.artifacts import library_versions, manifest_dict
+from edge_resnet.export.artifacts import int8_model, library_versions, manifest_dict
 from edge_resnet.export.artifacts import write_implicit as _write_implicit
 
 log = logging.getLogger("edge_resnet.export")
@@ -364,16 +362,10 @@ def _write_int8(opts: ExportOptions, run_dir: Path, files: dict[str, Path], qgra
         save_calibration(files["calib"], calib)
     cache_info = _write_implicit(qgraph, calib, size, run_dir, files)
     for target in opts.targets:
-        plans[target] = make_plan(qgraph, calib.amax, target, channel_mean=calib.channel_mean or None,
-                                  float_layers=frozenset(float_layers))
         files[target] = run_dir / FILES[target]
-        onnx_model = build_onnx(qgraph, input_size=size, precision="int8", plan=plans[target])
+        plans[target], onnx_model, found = int8_model(qgraph, calib, target, size, sorted(float_layers))
         if target == "tensorrt":
-            found = lint_model(onnx_model, sorted(float_layers))
-            lint[target] = [str(v) for v in lint_errors(found)]
-            warnings[target] = [str(v) for v in found if v.severity != "error"]
-            if lint[target]:  # our own writer broke TensorRT's rules: a bug, not a user error
-                raise RuntimeError("model.int8.onnx fails the QDQ lint:\n" + "\n".join(lint[target]))
+            lint[target], warnings[target] = [], found
         save_onnx(onnx_model, files[target])
     return plans, lint, warnings, cache_info
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
@@ -18,6 +18,7 @@ from edge_resnet.calibration.files import DEFAULT_CACHE_TENSORRT, Calibration, t
 from edge_resnet.export.onnx_writer import OPSET, build_implicit_onnx, implicit_tensors, save_onnx
 
 from edge_resnet import __version__, atomic
+from edge_resnet.errors import EdgeResNetError
 from edge_resnet.contract.files import FILES
 from edge_resnet.contract.manifest import build_manifest, file_entries, int8_section
 from edge_resnet.models.dataflow import INPUT, OUTPUT, Graph
@@ -50,6 +51,29 @@ def write_implicit(graph: Graph, calib: Calibration, size: int, run_dir: Path, f
     files["cache"] = run_dir / FILES["cache"]
     atomic.write_text(files["cache"], text)
     return info
+
+
+def int8_model(graph: Graph, calib: Calibration, target: str, size: int,
+               float_layers: Sequence[str] = ()) -> tuple[Any, onnx.ModelProto, list[str]]:
+    """One INT8 file of the run, for ``target`` ("tensorrt" or "cpu"), from the calibration: (its plan, the
+    ONNX model, the lint's warnings). The one place both INT8 jobs (``export --int8`` and ``quantize``) make
+    them, so the two write the same files from the same graph and ranges. The TensorRT-placed model must pass
+    the Q/DQ lint; a model that does not is a bug of ours (the placement is ours), raised as one line."""
+    from edge_resnet.export.lint import errors as lint_errors
+    from edge_resnet.export.lint import lint_model
+    from edge_resnet.export.onnx_writer import build_onnx
+
+    plan = make_plan(graph, calib.amax, target, channel_mean=calib.channel_mean or None,
+                     float_layers=frozenset(float_layers))
+    model = build_onnx(graph, input_size=size, precision="int8", plan=plan)
+    if target != "tensorrt":
+        return plan, model, []
+    found = lint_model(model, sorted(float_layers))
+    bad = [str(v) for v in lint_errors(found)]
+    if bad:
+        raise EdgeResNetError(f"the TensorRT-placed INT8 model fails the Q/DQ lint ({bad[0]}); this is a bug in "
+                              "edge-resnet's placement for this graph, please report it")
+    return plan, model, [str(v) for v in found if v.severity != "error"]
 
 
 def cache_ranges(model: onnx.ModelProto, amax: dict[str, float]) -> tuple[dict[str, float], list[str]]:

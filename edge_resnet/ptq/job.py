@@ -33,9 +33,7 @@ from edge_resnet.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preproc
 from edge_resnet.errors import ConfigError, DataError, EdgeResNetError
 from edge_resnet.contract import BENCH_ROWS
 from edge_resnet.contract.files import FILES, LAST
-from edge_resnet.export.artifacts import implicit_files, library_versions, manifest_dict
-from edge_resnet.export.lint import errors as lint_errors
-from edge_resnet.export.lint import lint_model
+from edge_resnet.export.artifacts import implicit_files, int8_model, library_versions, manifest_dict
 from edge_resnet.export.onnx_writer import build_onnx
 from edge_resnet.models.dataflow import Graph
 from edge_resnet.models.onnx_import import ImportedModel, import_onnx
@@ -45,6 +43,7 @@ from edge_resnet.quant.select import pick
 from edge_resnet.runs import MANIFEST, read_manifest
 from edge_resnet.runtime.backends import OnnxRuntimeBackend
 from edge_resnet.runtime.preprocess import Preprocessor
+from edge_resnet.sessions import open_session
 from edge_resnet.accuracy import ModelForm, Report, compare
 
 log = logging.getLogger("edge_resnet.ptq")
@@ -415,17 +414,8 @@ def _split_selection(pixels: np.ndarray, truth: np.ndarray | None) -> tuple[np.n
     return pixels[chosen], pixels[rest], None if truth is None else truth[rest]
 
 
-def _session(blob: bytes | str, threads: int) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
-
-
-def _logits(blob: bytes | str, x: np.ndarray, threads: int, batch: int = 32) -> np.ndarray:
-    sess = _session(blob, threads)
+def _logits(model: bytes | str | onnx.ModelProto, x: np.ndarray, threads: int, batch: int = 32) -> np.ndarray:
+    sess = open_session(model, threads=threads)
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
 
@@ -439,26 +429,18 @@ def _score(graph: Graph, size: int, calibs: list[Calibration], fp32: Path, x: np
         plan = make_plan(graph, c.amax, "tensorrt", channel_mean=c.channel_mean or None,
                          float_layers=frozenset(float_layers))
         model = build_onnx(graph, input_size=size, precision="int8", plan=plan)
-        scores[c.method] = sqnr_db(ref, _logits(model.SerializeToString(), x, threads))
+        scores[c.method] = sqnr_db(ref, _logits(model, x, threads))
         step(1)
     return scores
 
 
 def _int8_models(graph: Graph, size: int, calib: Calibration, float_layers: dict[str, str],
                  staged: _Staged) -> list[str]:
-    """Both INT8 files, staged; the TensorRT one must pass the Q/DQ lint (its warnings: the float layers)."""
+    """Both INT8 files, staged; the TensorRT one passes the Q/DQ lint (its warnings: the float layers)."""
     warnings: list[str] = []
     for target in TARGETS:
-        plan = make_plan(graph, calib.amax, target, channel_mean=calib.channel_mean or None,
-                         float_layers=frozenset(float_layers))
-        model = build_onnx(graph, input_size=size, precision="int8", plan=plan)
-        if target == "tensorrt":
-            found = lint_model(model, sorted(float_layers))
-            bad = [str(v) for v in lint_errors(found)]
-            if bad:  # the placement is ours: a model that breaks it is a bug, said in one line
-                raise EdgeResNetError(f"the TensorRT-placed INT8 model fails the Q/DQ lint ({bad[0]}); this is a bug "
-                                      "in edge-resnet's placement for this graph, please report it")
-            warnings = [str(v) for v in found if v.severity != "error"]
+        _, model, found = int8_model(graph, calib, target, size, sorted(float_layers))
+        warnings += found
         staged.model(target, model)
     return warnings
 
@@ -480,7 +462,7 @@ def _verify(model_path: Path, staged: _Staged, normalize: Callable, pixels: np.n
         if b.key == "onnx_source":
             run = _source_runner(model_path, imported, opts.threads)
         else:
-            sess = _session(str(staged.files[role_of[b.key]]), opts.threads)
+            sess = open_session(staged.files[role_of[b.key]], threads=opts.threads)
             run = lambda x, s=sess: s.run(None, {"input": x})[0].astype(np.float32)  # noqa: E731
             if imported.softmax:
                 run = lambda x, r=run: _log_softmax(r(x))  # noqa: E731
