@@ -156,12 +156,12 @@ def sensitivity_run(run: str, *, data: str | None = None, target: str = "tensorr
                              channel_mean=calib.channel_mean or None, data=hold.name, device=dev, on_layer=on_layer)
     except KeyError as e:
         raise EdgeResNetError(f"{run_dir / FILES['calib']} does not cover this model ({e}); re-export with --int8") from None
-    files = [run_dir / "sensitivity.json", run_dir / "sensitivity.md"]
+    files = [run_dir / FILES["sensitivity_json"], run_dir / FILES["sensitivity_md"]]
     atomic.write_json(files[0], report.to_dict())
     atomic.write_text(files[1], report.to_markdown())
     note = None
-    if plot(report, str(run_dir / "sensitivity.png")):
-        files.append(run_dir / "sensitivity.png")
+    if plot(report, str(run_dir / FILES["sensitivity_png"])):
+        files.append(run_dir / FILES["sensitivity_png"])
     else:
         note = "matplotlib is not installed, so no sensitivity.png: pip install 'edge-resnet[plots]'"
     return report, files, note

@@ -243,3 +243,15 @@ def test_fp32_only_export(ckpt: Path, tmp_path: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["int8"] is None
     assert listing(out).keys() == {*manifest["files"], "manifest.json"}
+
+
+def test_a_new_export_removes_the_sensitivity_report_of_the_files_it_replaces(ckpt: Path, tmp_path: Path) -> None:
+    """sensitivity.json/.md/.png describe one calibration of one set of weights (contract RUN_FILES): an export
+    rewrites the run's models, so it removes them rather than leave a report about files that are gone."""
+    out = tmp_path / "out"
+    export_run(ExportOptions(model=str(ckpt), output=str(out), batch_size=64))
+    for name in ("sensitivity.json", "sensitivity.md", "sensitivity.png"):
+        (out / name).write_text("from an earlier calibration")
+    export_run(ExportOptions(model=str(ckpt), output=str(out), batch_size=64))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(os.listdir(out)) == sorted([*manifest["files"], "manifest.json"])

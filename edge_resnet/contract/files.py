@@ -65,6 +65,11 @@ RUN_FILES: Tuple[RunFile, ...] = (
     RunFile("report_json", "report.json", EXPORT),
     RunFile("report_md", "report.md", EXPORT),
     RunFile("manifest", MANIFEST, EXPORT),
+    # `edge-resnet sensitivity`: it describes one calibration of one set of weights, so an export that
+    # replaces them removes it (it is never rewritten by export, quantize or qat)
+    RunFile("sensitivity_json", "sensitivity.json", "edge-resnet sensitivity"),
+    RunFile("sensitivity_md", "sensitivity.md", "edge-resnet sensitivity"),
+    RunFile("sensitivity_png", "sensitivity.png", "edge-resnet sensitivity"),
 )
 BY_ROLE: Dict[str, RunFile] = {f.role: f for f in RUN_FILES}
 # role -> file name
