@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from edge_resnet.errors import EdgeResNetError
+from edge_resnet.errors import ConfigError, EdgeResNetError
 from edge_resnet.runtime.camera import (
     CameraConfig,
     CameraSummary,
@@ -125,8 +125,11 @@ def run_streams(config: CameraConfig, *, classifier: Classifier | None = None, o
         EdgeResNetError: a bad source string or option, a run or model that cannot load, a source that
             cannot be opened, ``display`` asked for, or an output that cannot be written.
     """
-    config = replace(config, display=False) if config.display is None else config
-    config.validate()  # refuses display=True with several sources
+    if config.display:
+        raise ConfigError(f"--display shows one source, got {len(config.sources)}; pass --no-display (--save writes "
+                          "one video per stream, --jsonl one line per frame with its stream)")
+    config = replace(config, display=False)
+    config.validate()
     sources = [parse_source(text, config.capture) for text in config.sources]
     cv2 = import_cv2()
     clf = classifier or Classifier.from_run(config.run, model=config.model, backend=config.backend,
