@@ -56,21 +56,29 @@ def cmd_camera(args: argparse.Namespace) -> int:
     from edge_resnet.runtime.camera import CameraConfig, run_camera
     from edge_resnet.runtime.outputs import check_writable_file
     from edge_resnet.runtime.sources import CaptureSettings, RetryPolicy
+    from edge_resnet.runtime.streams import run_streams
 
     config = CameraConfig(
-        source=args.source, run=args.run, model=args.model, backend=args.backend, threads=args.threads,
-        providers=tuple(args.providers) if args.providers else None, top_k=args.top_k, display=args.display,
-        save=args.save,
+        source=args.source[0] if len(args.source) == 1 else tuple(args.source), run=args.run, model=args.model,
+        backend=args.backend, threads=args.threads, providers=tuple(args.providers) if args.providers else None,
+        top_k=args.top_k, display=args.display, save=args.save,
         fourcc=args.fourcc, jsonl=None if args.jsonl == "off" else args.jsonl, pace=args.pace,
         max_frames=args.max_frames, capture=CaptureSettings(args.width, args.height, args.fps, args.flip_method),
         retry=RetryPolicy(args.retries, args.retry_delay, args.retry_max_delay, args.timeout))
     config.validate()  # the option errors first, then the --summary path: both before the run
     if args.summary:
         check_writable_file(args.summary, f"--summary {args.summary}")
-    summary = run_camera(config)
-    print(f"camera: {summary.line()}", file=sys.stderr)
-    if summary.message:
-        print(f"edge-resnet: {'error' if summary.exit_code else 'warning'}: {summary.message}", file=sys.stderr)
+    if len(args.source) == 1:
+        summary: Any = run_camera(config)
+        print(f"camera: {summary.line()}", file=sys.stderr)
+        messages = [(summary, summary.message)] if summary.message else []
+    else:  # several streams: one line each, then the totals
+        summary = run_streams(config)
+        for line in summary.lines():
+            print(f"camera: {line}", file=sys.stderr)
+        messages = summary.messages
+    for stream, message in messages:
+        print(f"edge-resnet: {'error' if stream.exit_code else 'warning'}: {message}", file=sys.stderr)
     if args.summary:
         try:
             atomic.write_json(args.summary, summary.to_dict())
@@ -279,8 +287,10 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
 
 
 def _camera_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="camera index (0), /dev/videoN, video file, rtsp:// or http(s):// URL, csi://N "
-                                  "(Jetson CSI camera) or a GStreamer pipeline ending in appsink")
+    p.add_argument("source", nargs="+", help="camera index (0), /dev/videoN, video file, rtsp:// or http(s):// URL, "
+                                             "csi://N (Jetson CSI camera) or a GStreamer pipeline ending in appsink; "
+                                             "several: their newest frames classified in one batch, one JSON line "
+                                             "per frame with its stream")
     p.add_argument("--run", default=str(DEFAULT_RUN), help="run directory (default: %(default)s)")
     p.add_argument("--model", default="int8", help="int8, int8-cpu, fp32, fp16 or an .onnx path (default: "
                                                    "%(default)s, the INT8 target that suits the provider)")
@@ -296,7 +306,8 @@ def _camera_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--display", action=BooleanOptionalAction, default=None,
                    help="show a window with the overlay (default: when a display and a GUI OpenCV exist)")
     p.add_argument("--save", default=None, metavar="VIDEO", help="write the annotated video (.mp4, .avi, .mkv); "
-                                                                 "renamed into place when the run ends")
+                                                                 "renamed into place when the run ends; with "
+                                                                 "several sources one per stream, VIDEO.streamN.mp4")
     p.add_argument("--fourcc", default=None, help="codec for --save (default: mp4v, MJPG for .avi)")
     p.add_argument("--jsonl", default="-", metavar="FILE", help="one JSON line per frame to FILE, - for stdout, "
                                                                 "off for none (default: -)")
@@ -304,7 +315,7 @@ def _camera_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pace", action="store_true", help="files: play at the file's frame rate and drop frames the "
                                                        "model cannot keep up with, as with a camera")
     p.add_argument("--max-frames", type=int, action=Bounded, at_least=1, default=None,
-                   help="stop after this many classified frames")
+                   help="stop after this many classified frames (with several sources: of each stream)")
     p.add_argument("--retries", type=int, action=Bounded, at_least=0, default=10,
                    help="reconnect attempts for a live source that stops, and "
                         "open attempts for a network one (default: %(default)s)")

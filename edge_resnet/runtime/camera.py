@@ -49,9 +49,17 @@ from edge_resnet.runtime.outputs import (
     has_display,
     jsonl_writer,
     show,
+    stream_video_path,
 )
 from edge_resnet.runtime.reader import Captured, FrameReader
-from edge_resnet.runtime.sources import CaptureSettings, RetryPolicy, import_cv2, open_capture, parse_source
+from edge_resnet.runtime.sources import (
+    SOURCE_HELP,
+    CaptureSettings,
+    RetryPolicy,
+    import_cv2,
+    open_capture,
+    parse_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +69,12 @@ FPS_WINDOW = 30
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """Everything ``run_camera`` needs; the CLI's options by the same names."""
+    """Everything ``run_camera`` (one source) and ``run_streams`` (several) need; the CLI's options by the
+    same names."""
 
-    # camera index, /dev/videoN, video file, rtsp/http(s) URL, csi://N or a GStreamer pipeline
-    source: str
+    # camera index, /dev/videoN, video file, rtsp/http(s) URL, csi://N or a GStreamer pipeline; several of
+    # them (a tuple) for ``edge_resnet.runtime.streams.run_streams``
+    source: str | tuple[str, ...]
     # run directory (or manifest.json) of the model
     run: str
     # which model of the run: int8, int8-cpu, fp32, fp16 or an .onnx path (Classifier.from_run)
@@ -79,7 +89,8 @@ class CameraConfig:
     top_k: int = 5
     # show a window with the overlay; None: when a display and a GUI-enabled OpenCV exist
     display: bool | None = None
-    # write the annotated video here (.mp4, .avi, .mkv, .mov)
+    # write the annotated video here (.mp4, .avi, .mkv, .mov); with several sources one video per stream,
+    # named by ``stream_video_path`` (out.mp4 -> out.stream0.mp4, out.stream1.mp4, ...)
     save: str | None = None
     # codec for ``save``; None: by extension (FOURCC)
     fourcc: str | None = None
@@ -87,12 +98,29 @@ class CameraConfig:
     jsonl: str | None = "-"
     # files only: play at the file's frame rate, newest frame only, as if it were live
     pace: bool = False
-    # stop after this many classified frames
+    # stop after this many classified frames (with several sources: of each stream)
     max_frames: int | None = None
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.source,) if isinstance(self.source, str) else tuple(self.source)
+
+    @property
+    def saves(self) -> tuple[str, ...]:
+        """The annotated videos ``save`` names: itself for one source, one per stream for several."""
+        if self.save is None:
+            return ()
+        n = len(self.sources)
+        return (self.save,) if n == 1 else tuple(stream_video_path(self.save, i) for i in range(n))
+
     def validate(self) -> None:
+        if not self.sources:
+            raise ConfigError(f"no source; pass {SOURCE_HELP}")
+        if len(self.sources) > 1 and self.display:
+            raise ConfigError(f"--display shows one source, got {len(self.sources)}; pass --no-display (--save "
+                              "writes one video per stream, --jsonl one line per frame with its stream)")
         if self.top_k < 1:
             raise ConfigError(f"--top-k must be >= 1, got {self.top_k}")
         if self.threads < 0:
@@ -109,8 +137,8 @@ class CameraConfig:
             raise ConfigError(f"--fourcc takes four characters (e.g. mp4v, MJPG, avc1), got {self.fourcc!r}")
         # the output files last: a probe of the file system (it leaves nothing behind), before any model
         # loads or source opens, so an unwritable path fails at once and not after the run
-        if self.save is not None:
-            check_writable_file(self.save, f"--save {self.save}")
+        for path in self.saves:
+            check_writable_file(path, f"--save {path}")
         if self.jsonl not in (None, "-"):
             check_writable_file(self.jsonl, f"--jsonl {self.jsonl}")
 
@@ -247,7 +275,10 @@ def run_camera(config: CameraConfig, *, classifier: Classifier | None = None, ou
             cannot be opened, a display asked for where none exists, or an output that cannot be written.
     """
     config.validate()
-    source = parse_source(config.source, config.capture)
+    if len(config.sources) != 1:
+        raise ConfigError(f"run_camera classifies one source, got {len(config.sources)}; "
+                          "edge_resnet.runtime.streams.run_streams classifies several in one batch")
+    source = parse_source(config.sources[0], config.capture)
     cv2 = import_cv2()
     display = has_display(cv2) if config.display is None else config.display
     if config.display and not has_display(cv2):

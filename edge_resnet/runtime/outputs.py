@@ -23,7 +23,14 @@ from edge_resnet.runtime.classifier import Prediction
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 WINDOW = "edge-resnet"
 __all__ = ["VideoSink", "check_writable_dir", "check_writable_file", "draw_overlay", "has_display", "jsonl_writer",
-           "show"]
+           "show", "stream_video_path"]
+
+
+def stream_video_path(save: str, index: int) -> str:
+    """The annotated video of stream ``index`` when several are classified: out.mp4 -> out.stream0.mp4
+    (the number is the ``stream`` of the JSON lines; the extension still picks the container)."""
+    path = Path(save)
+    return str(path.with_name(f"{path.stem}.stream{index}{path.suffix}"))
 
 
 def has_display(cv2: Any) -> bool:

@@ -46,11 +46,13 @@ class FrameBuffer:
     """A bounded hand-over from the reader thread to the consumer.
 
     ``drop_oldest``: a full buffer discards its oldest frame (counted in ``dropped``) rather than
-    making the reader wait; with capacity 1 the consumer always gets the newest frame.
+    making the reader wait; with capacity 1 the consumer always gets the newest frame. ``wake`` is set
+    whenever a frame arrives or the buffer closes: one consumer of several buffers (the multi-stream
+    loop) waits on it instead of on each buffer.
     """
 
-    def __init__(self, capacity: int, drop_oldest: bool) -> None:
-        self.capacity, self.drop_oldest = capacity, drop_oldest
+    def __init__(self, capacity: int, drop_oldest: bool, wake: threading.Event | None = None) -> None:
+        self.capacity, self.drop_oldest, self.wake = capacity, drop_oldest, wake
         self._items: collections.deque[Captured] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -70,7 +72,9 @@ class FrameBuffer:
             self._items.append(item)
             self.high_water = max(self.high_water, len(self._items))
             self._cond.notify_all()
-            return True
+        if self.wake is not None:
+            self.wake.set()
+        return True
 
     def get(self, timeout: float | None = None) -> Captured | None:
         """The next frame; None once the buffer is closed and empty, or after ``timeout`` seconds."""
@@ -85,6 +89,8 @@ class FrameBuffer:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self.wake is not None:
+            self.wake.set()
 
     @property
     def closed(self) -> bool:
@@ -102,6 +108,8 @@ class FrameReader:
         pace: play a file at its own frame rate, newest frame only (as if it were live).
         prepare: called on each frame in the reader thread (e.g. preprocessing), its result kept in
             ``Captured.prepared``; for files, so that work overlaps inference.
+        wake: set when a frame is handed over or the reader ends (``FrameBuffer``).
+        name: the reader thread's name.
 
     After the end, ``end`` says why: "end of file", "truncated" (a file that ended before the frame
     count its header declares), "lost" (a live source that did not come back), "stopped" or "error".
@@ -109,14 +117,15 @@ class FrameReader:
 
     def __init__(self, source: Source, cap: Any, *, capture: CaptureSettings | None = None,
                  retry: RetryPolicy | None = None, pace: bool = False, capacity: int = 4,
-                 prepare: Callable[[np.ndarray], Any] | None = None) -> None:
+                 prepare: Callable[[np.ndarray], Any] | None = None, wake: threading.Event | None = None,
+                 name: str = "frame-reader") -> None:
         cv2 = import_cv2()
         self.source, self.cap = source, cap
         self.capture, self.retry = capture or CaptureSettings(), retry or RetryPolicy()
         self.newest_only = source.live or pace
         self.pace = pace and not source.live
         self.prepare = prepare
-        self.buffer = FrameBuffer(1 if self.newest_only else capacity, drop_oldest=self.newest_only)
+        self.buffer = FrameBuffer(1 if self.newest_only else capacity, drop_oldest=self.newest_only, wake=wake)
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if not source.live else 0
@@ -128,7 +137,7 @@ class FrameReader:
         self.message: str | None = None
         self.error: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="frame-reader", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> FrameReader:
         self._thread.start()
