@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from edge_resnet.pipeline import ExportOptions, export_run
 from tests.export.util import entries, one_line_error, run_cli, tree
 from tests.helpers import torch_threads
 from tests.tiny_model import other_checkpoint, tiny_checkpoint
+from tests.fs import unwritable_dir
 
 # the slow lane: each bad input against real runs, mostly through the command line (`pytest -m "not slow"` leaves them out)
 pytestmark = pytest.mark.slow
@@ -90,22 +90,6 @@ def _rehash(folder: Path, name: str) -> None:
     m["files"][name]["sha256"] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
     m["files"][name]["bytes"] = (folder / name).stat().st_size
     (folder / "manifest.json").write_text(json.dumps(m))
-
-
-def _unwritable_dir() -> Path:
-    """An existing folder that refuses new files even to root (or skip, saying why)."""
-    if os.geteuid() != 0:
-        d = Path(tempfile.mkdtemp())
-        d.chmod(0o555)
-        return d
-    for candidate in (Path("/sys/kernel"), Path("/proc/1")):
-        try:
-            fd, probe = tempfile.mkstemp(dir=candidate)
-        except OSError:
-            return candidate
-        os.close(fd)
-        os.unlink(probe)
-    pytest.skip("running as root, and no kernel folder here refuses new files")
 
 
 # ---------------------------------------------------------------- 1. another model's run is never replaced
@@ -507,8 +491,8 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_folder_output(command: str, kind: str, ckpt: Path, run: Path, tmp_path: Path, work: Path) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("a user's file")
-    out = {"a file": blocker, "unwritable": _unwritable_dir() if kind == "unwritable" else None,
-           "unwritable parent": (_unwritable_dir() / "new" / "out") if kind == "unwritable parent" else None,
+    out = {"a file": blocker, "unwritable": unwritable_dir() if kind == "unwritable" else None,
+           "unwritable parent": (unwritable_dir() / "new" / "out") if kind == "unwritable parent" else None,
            "under a file": blocker / "out"}[kind]
     run_before = tree(run)
     one_line_error(*run_cli(*_fill(FOLDER_OUTPUTS[command](out), ckpt=ckpt, run=run)), str(out if kind != "under a file"
@@ -524,7 +508,7 @@ def test_file_output(command: str, kind: str, ckpt: Path, run: Path, video: Path
     blocker.write_text("a user's file")
     folder = tmp_path / "a-folder.mp4"
     folder.mkdir()
-    out = {"a folder": folder, "unwritable": (_unwritable_dir() / "out.mp4") if kind == "unwritable" else None,
+    out = {"a folder": folder, "unwritable": (unwritable_dir() / "out.mp4") if kind == "unwritable" else None,
            "under a file": blocker / "out.mp4"}[kind]
     run_before = tree(run)
     one_line_error(*run_cli(*_fill(FILE_OUTPUTS[command](out), ckpt=ckpt, run=run, video=video)))

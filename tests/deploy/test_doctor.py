@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from edge_resnet.export.jetson import JETPACKS
 from edge_resnet.deploy.doctor import Facts, diagnose, gather
 from edge_resnet.environment import board
 from tests.export.util import one_line_error, run_cli
+from tests.fs import unwritable_dir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BOARDS = FIXTURES / "jetson"
@@ -218,22 +217,6 @@ def test_report_runs_every_step_that_can_run_here(tmp_path: Path) -> None:
     assert (bundle / "device_report.json").is_file()  # what verify writes into the bundle, as the command does
 
 
-def _unwritable_dir() -> Path:
-    """An existing folder that refuses new files even to root (or skip, saying why)."""
-    if os.geteuid() != 0:
-        d = Path(tempfile.mkdtemp())
-        d.chmod(0o555)
-        return d
-    for candidate in (Path("/sys/kernel"), Path("/proc/1")):
-        try:
-            fd, probe = tempfile.mkstemp(dir=candidate)
-        except OSError:
-            return candidate
-        os.close(fd)
-        os.unlink(probe)
-    pytest.skip("running as root, and no kernel folder here refuses new files")
-
-
 @pytest.mark.parametrize("case", ["under a file", "unwritable folder", "missing bundle", "not a bundle"])
 def test_report_bad_input_writes_nothing(tmp_path: Path, case: str) -> None:
     bundle = _bundle_copy(tmp_path)
@@ -243,7 +226,7 @@ def test_report_bad_input_writes_nothing(tmp_path: Path, case: str) -> None:
     if case == "under a file":
         report = tmp_path / "a-file" / "report.md"
     elif case == "unwritable folder":
-        report = _unwritable_dir() / "report.md"
+        report = unwritable_dir() / "report.md"
     elif case == "missing bundle":
         target, fragment = str(tmp_path / "nowhere-bundle"), "no bundle at"
     else:
