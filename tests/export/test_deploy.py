@@ -287,8 +287,8 @@ def test_build_engine_without_tensorrt_is_one_line(fresh_bundle: Path, tmp_path:
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--samples", "0"], "--samples must be 1-5000, got 0"),
-    (["--samples", "5001"], "--samples must be 1-5000"),
+    (["--samples", "0"], "--samples must be between 1 and 5000, got 0"),
+    (["--samples", "5001"], "--samples must be between 1 and 5000, got 5001"),
     (["--batch", "4", "2", "8"], "batch profile needs 1 <= min <= opt <= max"),
     (["--precision", "fp32", "--dla", "0"], "DLA runs FP16 and INT8 only"),
     (["--data", "nowhere"], "data folder nowhere does not exist"),

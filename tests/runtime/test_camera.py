@@ -312,7 +312,7 @@ sys.exit(rc)
     (["SOURCE", "--save", "TMP/out.gif"], r"--save .*out\.gif: use a \.mp4"),
     (["SOURCE", "--display"], r"--display needs a display"),
     (["SOURCE", "--top-k", "0"], r"--top-k must be >= 1"),
-    (["SOURCE", "--retries", "-1"], r"--retries >= 0"),
+    (["SOURCE", "--retries", "-1"], r"--retries must be >= 0, got -1"),
     (["SOURCE", "--model", "fp16"], r"has no fp16 model; re-export it with `edge-resnet export --fp16`"),
     (["SOURCE", "--backend", "nope"], r"backend 'nope' is not one of auto, tensorrt, onnxruntime"),
 ])
