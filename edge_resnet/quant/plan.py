@@ -223,15 +223,20 @@ def corrected_bias(node: Node, wq: WeightQuant, mean: Sequence[float]) -> np.nda
     Rounding moves each output channel by sum_i (Wq - W)[c, i, ...] * x_i; over the data that
     shift has the mean sum_i (Wq - W)[c, i, ...] * E[x_i], which the bias can absorb exactly
     (Nagel et al. 2019, "bias correction"). E[x] is the per-channel input mean measured during
-    calibration; the INT8 arithmetic is unchanged, only the float bias differs.
+    calibration; the INT8 arithmetic is unchanged, only the float bias differs. In a grouped
+    convolution output channel c reads only its group's input channels, so its shift uses their means.
     """
     w = array(node.module.weight).astype(np.float64)
     dw = wq.dequantized_array().astype(np.float64) - w
     mu = np.asarray(list(mean), dtype=np.float64)
-    if mu.size != dw.shape[1] * groups(node):
+    g = groups(node)
+    if mu.size != dw.shape[1] * g:
         raise ValueError(f"{node.name}: calibration has {mu.size} input channel means, the layer "
-                         f"{dw.shape[1]} input channels; recalibrate this model")
-    shift = dw.sum(axis=tuple(range(2, dw.ndim))) @ mu if dw.ndim > 2 else dw @ mu
+                         f"{dw.shape[1] * g} input channels; recalibrate this model")
+    dw = dw.sum(axis=tuple(range(2, dw.ndim))) if dw.ndim > 2 else dw  # (out, in per group)
+    # output channel c belongs to group c // (out / g) and reads that group's slice of the means
+    mu_of = mu.reshape(g, -1)[np.arange(dw.shape[0]) // (dw.shape[0] // g)]
+    shift = (dw * mu_of).sum(axis=1)
     bias = node.module.bias
     base = array(bias).astype(np.float64) if bias is not None else np.zeros(dw.shape[0], dtype=np.float64)
     return (base - shift).astype(np.float32)
@@ -244,7 +249,7 @@ def make_plan(graph: Graph, amax: Mapping[str, float], target: str = "tensorrt",
 
     ``graph`` must be the folded model's: its conv weights are the ones quantized. With
     ``channel_mean`` (per-channel means of each conv/linear input), biases are corrected for the
-    weight rounding; grouped convolutions keep their bias. ``float_layers`` (module paths, see
+    weight rounding (grouped convolutions too, each output channel from its group's means). ``float_layers`` (module paths, see
     ``units``) stay in float: no weight quantization, and their inputs are read unquantized.
     """
     if graph.of_op("batchnorm"):
@@ -269,6 +274,6 @@ def make_plan(graph: Graph, amax: Mapping[str, float], target: str = "tensorrt",
             continue
         wq = plan.weights[node.name] = quantize_weight(node.module.weight)
         mean = None if channel_mean is None else channel_mean.get(node.inputs[0])
-        if mean is not None and groups(node) == 1:
+        if mean is not None:
             plan.biases[node.name] = corrected_bias(node, wq, mean)
     return plan

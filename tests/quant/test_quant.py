@@ -410,6 +410,29 @@ def test_simulation_uses_corrected_biases() -> None:
     assert torch.equal(sim.model.layer1[0].conv2.bias, net.folded.layer1[0].conv2.bias)
 
 
+@pytest.mark.parametrize("groups", [1, 4, 8])
+def test_bias_correction_of_grouped_conv_is_exact_on_a_constant_input(groups: int) -> None:
+    """Known answer: on an input equal to its channel means everywhere (no padding), the corrected INT8
+    weights give the float conv's output exactly. A grouped conv's channel c reads its own group's means."""
+    gen = torch.Generator().manual_seed(groups)
+    conv = nn.Conv2d(16, 32, 3, groups=groups, bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+        conv.bias.copy_(torch.randn(32, generator=gen))
+    graph = Graph([Node(INPUT, "input", ()), Node("conv", "conv", (INPUT,), "conv", module=conv)])
+    mu = torch.randn(16, generator=gen) * 2 + 1  # per-channel offsets differing across groups
+    plan = make_plan(graph, {INPUT: 4.0, "conv": 10.0}, "tensorrt", channel_mean={INPUT: mu.tolist()})
+    assert set(plan.biases) == {"conv"}
+    x = mu.view(1, 16, 1, 1).expand(1, 16, 5, 5).double()
+    with torch.no_grad():
+        ref = F.conv2d(x, conv.weight.double(), conv.bias.double(), groups=groups)
+        wq = plan.weights["conv"].dequantized().double()
+        out = F.conv2d(x, wq, torch.from_numpy(plan.biases["conv"]).double(), groups=groups)
+        uncorrected = F.conv2d(x, wq, conv.bias.double(), groups=groups)
+    assert float((uncorrected - ref).abs().max()) > 1e-3  # rounding the weights did shift the output
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-5)
+
+
 def test_bias_correction_checks_channel_count() -> None:
     net = _net("resnet20", "B")
     with pytest.raises(ValueError, match="recalibrate"):
