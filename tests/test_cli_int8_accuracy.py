@@ -116,7 +116,7 @@ def test_sensitivity_needs_a_calibrated_run(bad_calib: tuple[Path, Path], tmp_pa
 
 
 @pytest.mark.parametrize(("args", "fragment"), [(["--float-layers", "layer9.conv1"], "--float-layers: not a quantizable"),
-                                                (["--fallback-max", "-1"], "--fallback-max is a number of layers")])
+                                                (["--fallback-max", "-1"], "--fallback-max must be >= 0, got -1")])
 def test_bad_mixed_precision_options(args: list[str], fragment: str, bad_calib: tuple[Path, Path], tmp_path: Path,
                                      capsys) -> None:
     ckpt, _ = bad_calib
