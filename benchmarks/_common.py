@@ -7,7 +7,7 @@ from typing import Any
 
 from edge_resnet.environment import machine
 
-__all__ = ["jitter_batchnorm", "machine"]
+__all__ = ["jitter_batchnorm", "machine", "vm_kb"]
 
 
 def jitter_batchnorm(model: Any, seed: int) -> None:
@@ -23,3 +23,12 @@ def jitter_batchnorm(model: Any, seed: int) -> None:
                 m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
                 m.weight.copy_(0.5 + torch.rand(n, generator=gen))
                 m.bias.copy_(0.1 * torch.randn(n, generator=gen))
+
+
+def vm_kb(field: str) -> int:
+    """A /proc/self/status field of this process in KiB ("VmRSS", "VmHWM": the peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import vm_kb  # the script's folder is on sys.path, the children's too
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,14 +51,6 @@ TORCHVISION = ("resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2")
 TIMM = ("resnet50d", "resnet26t", "seresnet50", "ecaresnet50d", "resnetv2_50")
 FAMILIES = ("digits-resnet20", "resnet26t", "resnet50d", "resnext50_32x4d", "wide_resnet50_2", "resnet18",
             "resnet50", "seresnet50", "ecaresnet50d", "resnetv2_50")
-
-
-def vm_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 # ---------------------------------------------------------------------------------------------- children

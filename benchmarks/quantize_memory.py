@@ -34,17 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import vm_kb  # the script's folder is on sys.path, the children's too
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def vm_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 # ---------------------------------------------------------------------------------------------- children
