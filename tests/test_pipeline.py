@@ -22,7 +22,7 @@ from edge_resnet.calibration.readers import open_calibration_data
 from edge_resnet.errors import EdgeResNetError
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.models.graph import trace
-from edge_resnet.contract.files import FILES
+from edge_resnet.contract.files import EXPORTED
 from edge_resnet.pipeline import ExportOptions, ExportResult, export_run
 from edge_resnet.training import load_checkpoint
 from edge_resnet.training.evaluate import evaluate_checkpoint
@@ -56,18 +56,18 @@ def _sha256(path: Path) -> str:
 def test_every_file_of_the_run_directory(full: ExportResult) -> None:
     assert full.passed, full.report.failures
     files = set(os.listdir(full.run_dir))
-    assert set(FILES.values()) <= files
+    assert set(EXPORTED.values()) <= files
     assert not [f for f in files if f.endswith(".tmp")], files  # every write was renamed into place
     # the manifest lists every file of the run directory but itself
     assert files - {"manifest.json"} == set(json.loads((full.run_dir / "manifest.json").read_text())["files"])
-    assert {k: p.name for k, p in full.files.items()} == FILES
+    assert {k: p.name for k, p in full.files.items()} == EXPORTED
     assert full.calibration_reused is False and full.trained is False
 
 
 def test_manifest_checksums_input_labels_preprocessing(full: ExportResult, ckpt: Path) -> None:
     manifest = json.loads((full.run_dir / "manifest.json").read_text())
     listed = manifest["files"]
-    assert set(listed) == set(FILES.values()) - {"manifest.json"}
+    assert set(listed) == set(EXPORTED.values()) - {"manifest.json"}
     for name, entry in listed.items():
         path = full.run_dir / name
         assert entry["sha256"] == _sha256(path), name

@@ -74,6 +74,9 @@ RUN_FILES: Tuple[RunFile, ...] = (
 BY_ROLE: Dict[str, RunFile] = {f.role: f for f in RUN_FILES}
 # role -> file name
 FILES: Dict[str, str] = {f.role: f.name for f in RUN_FILES}
+# what `edge-resnet export --int8 --fp16` leaves in a run (with the checkpoint training wrote): every row but
+# the other commands' reports
+EXPORTED: Dict[str, str] = {f.role: f.name for f in RUN_FILES if f.writer.startswith((EXPORT, "edge-resnet train"))}
 # the runtime's model choices ("int8", "int8-cpu", "fp32", "fp16") -> the file
 BY_CHOICE: Dict[str, RunFile] = {f.choice: f for f in RUN_FILES if f.choice is not None}
 # the INT8 models, by the definition they follow

@@ -23,7 +23,7 @@ from edge_resnet.contract.preprocess import PreprocessSpec
 from edge_resnet.data import eval_transform, load_dataset
 from edge_resnet.data.folder import to_rgb as training_to_rgb
 from edge_resnet.errors import EdgeResNetError
-from edge_resnet.contract.files import FILES
+from edge_resnet.contract.files import EXPORTED, FILES
 from edge_resnet.pipeline import ExportOptions, export_run
 from edge_resnet.runtime import Classifier, Prediction, Preprocessor, load_manifest, select_model
 from edge_resnet.runtime.preprocess import crop_origin, resized_size, to_rgb
@@ -291,7 +291,7 @@ def test_manifest_fields_and_checksums(run_dir: Path, tmp_path: Path) -> None:
     assert m.run_dir == run_dir and m.input_name == "input" and m.input_shape == ("batch", 3, 32, 32)
     assert m.layout == "NCHW" and m.labels == tuple(str(d) for d in range(10))
     assert Preprocessor(m.preprocessing).shape == (3, 32, 32)
-    assert set(m.files) == set(FILES.values()) - {"manifest.json"}
+    assert set(m.files) == set(EXPORTED.values()) - {"manifest.json"}
     assert m.int8 is not None
     assert {name: entry["target"] for name, entry in m.int8["models"].items()} == {
         FILES["tensorrt"]: "tensorrt", FILES["cpu"]: "cpu", FILES["implicit"]: "implicit"}
