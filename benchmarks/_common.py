@@ -7,7 +7,7 @@ from typing import Any
 
 from edge_resnet.environment import machine
 
-__all__ = ["jitter_batchnorm", "machine", "vm_kb"]
+__all__ = ["ArrayReader", "jitter_batchnorm", "machine", "vm_kb"]
 
 
 def jitter_batchnorm(model: Any, seed: int) -> None:
@@ -32,3 +32,14 @@ def vm_kb(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise RuntimeError(field)
+
+
+class ArrayReader:
+    """ONNX Runtime's CalibrationDataReader protocol (``get_next``) over an in-memory array, in batches."""
+
+    def __init__(self, array: Any, name: str, batch: int = 32) -> None:
+        self.name, self.it = name, iter([array[i:i + batch] for i in range(0, len(array), batch)])
+
+    def get_next(self) -> Any:
+        b = next(self.it, None)
+        return None if b is None else {self.name: b}

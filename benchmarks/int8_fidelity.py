@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import vm_kb  # the script's folder is on sys.path, the children's too
+from _common import ArrayReader, vm_kb  # the script's folder is on sys.path, the children's too
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,17 +70,6 @@ quantize(src, quantize_mode="int8", calibration_data=data, calibration_method=me
          calibration_eps=["cpu"], high_precision_dtype=precision)
 print(json.dumps({"baseline_kb": base, "peak_kb": kb("VmHWM"), "seconds": time.perf_counter() - t}))
 """
-
-
-class ArrayReader:
-    """ONNX Runtime's CalibrationDataReader over an in-memory array."""
-
-    def __init__(self, array: np.ndarray, name: str, batch: int = 32) -> None:
-        self.name, self.it = name, iter([array[i:i + batch] for i in range(0, len(array), batch)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        b = next(self.it, None)
-        return None if b is None else {self.name: b}
 
 
 def child(argv: list[str]) -> int:
